@@ -1,0 +1,205 @@
+"""A small, reusable training loop (AdamW, warmup + cosine schedule, progress bar).
+
+    history = train(model, loss_fn, batches, steps=1000, lr=3e-4, device=device,
+                    warmup_steps=100, schedule="cosine", grad_clip=1.0, seed=0,
+                    eval_fn=None, eval_every=100, callback=None, callback_every=100)
+
+* ``loss_fn(model, batch) -> scalar loss tensor``: the only task-specific code.
+* ``batches``: where batches come from. Either a callable ``batches(step) ->
+  batch`` (a sampler; ``step`` counts from 0) or an iterable (a list, a
+  DataLoader, a generator). A re-iterable that runs out starts again; a one-shot
+  iterator that runs out is an error. Tensors inside the batch (also in tuples,
+  lists and dicts) are moved to ``device``.
+* ``eval_fn(model) -> float or dict of floats`` runs every ``eval_every`` steps
+  and after the last step, in eval mode and without gradients.
+* ``callback(step, model, loss)`` runs every ``callback_every`` steps and after
+  the last step (e.g. to print samples).
+
+It returns the history, a dict of lists:
+``{"train_loss": [float per step], "lr": [float per step],
+"val_loss": [(step, float), ...]}`` (eval dicts give ``"val_<key>"`` entries),
+which ``course_lib.viz.loss_curve`` plots.
+
+Optimiser: AdamW (Loshchilov & Hutter 2019), weight decay only on matrices
+(weights of Linear/Embedding layers, ``p.dim() >= 2``), not on biases or
+LayerNorm gains, as in GPT-2/nanoGPT. Schedule (``lr_at``): linear warmup from
+0 over ``warmup_steps``, then cosine decay (Loshchilov & Hutter 2017) to
+``min_lr_ratio × lr`` at the last step, or constant.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .device import seed_everything
+
+SCHEDULES = ("cosine", "constant")
+
+
+def lr_at(step: int, lr: float, total_steps: int, warmup_steps: int = 0,
+          schedule: str = "cosine", min_lr_ratio: float = 0.1) -> float:
+    """Learning rate for optimiser step ``step`` (0-based).
+
+    warmup (step < warmup_steps): ``lr · (step + 1) / warmup_steps``;
+    then cosine: ``min_lr + ½ (lr − min_lr) (1 + cos(π · p))`` with ``p`` the
+    fraction of the post-warmup steps done (0 -> lr, last step -> min_lr),
+    or constant: ``lr``.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if total_steps < 1 or not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"need total_steps ≥ 1 and 0 ≤ warmup_steps ≤ total_steps, "
+                         f"got total_steps={total_steps}, warmup_steps={warmup_steps}")
+    if not 0.0 <= min_lr_ratio <= 1.0:
+        raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return lr
+    decay_steps = max(1, total_steps - warmup_steps - 1)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    min_lr = lr * min_lr_ratio
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def lr_lambda(total_steps: int, warmup_steps: int = 0, schedule: str = "cosine",
+              min_lr_ratio: float = 0.1) -> Callable[[int], float]:
+    """The schedule as a multiplier of the base lr, for ``torch.optim.lr_scheduler.LambdaLR``."""
+    lr_at(0, 1.0, total_steps, warmup_steps, schedule, min_lr_ratio)  # validate the arguments now
+    return lambda step: lr_at(step, 1.0, total_steps, warmup_steps, schedule, min_lr_ratio)
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1,
+                   betas=(0.9, 0.95)) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (``p.dim() >= 2``)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+def to_device(batch, device):
+    """Move every tensor inside ``batch`` (tensor, tuple, list or dict) to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def _batch_source(batches):
+    """Turn ``batches`` into a function ``step -> batch``."""
+    if callable(batches) and not isinstance(batches, Iterable):
+        return batches
+    if not isinstance(batches, Iterable):
+        raise TypeError(f"batches must be a callable batches(step) or an iterable, got {type(batches).__name__}")
+    one_shot = iter(batches) is batches  # a generator/iterator cannot be restarted
+    state = {"it": iter(batches)}
+
+    def get(step):
+        try:
+            return next(state["it"])
+        except StopIteration:
+            if one_shot:
+                raise ValueError(f"the batch iterator ran out after {step} steps; pass a re-iterable "
+                                 f"(list, DataLoader), a callable batches(step), or fewer steps") from None
+            state["it"] = iter(batches)
+            try:
+                return next(state["it"])
+            except StopIteration:
+                raise ValueError("batches is empty") from None
+
+    return get
+
+
+def _evaluate(model, eval_fn):
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        result = eval_fn(model)
+    model.train(was_training)
+    if isinstance(result, torch.Tensor):
+        result = result.item()
+    if isinstance(result, dict):
+        return {f"val_{k}": float(v) for k, v in result.items()}
+    return {"val_loss": float(result)}
+
+
+def train(model: nn.Module, loss_fn, batches, steps: int, *, lr: float = 3e-4, device=None,
+          weight_decay: float = 0.1, betas=(0.9, 0.95), warmup_steps: int = 0, schedule: str = "cosine",
+          min_lr_ratio: float = 0.1, grad_clip: float | None = 1.0, seed: int | None = None,
+          eval_fn=None, eval_every: int | None = None, callback=None, callback_every: int = 100,
+          optimizer: torch.optim.Optimizer | None = None, progress: bool = True,
+          desc: str = "training") -> dict:
+    """Train ``model`` for ``steps`` optimiser steps; return the history (see the module docstring).
+
+    ``device``: where to train (default: the model's current device); the model
+    is moved there. ``seed``: seeds Python/NumPy/torch first, so the same call
+    gives the same result. ``grad_clip``: max global gradient norm (None = off).
+    ``optimizer``: bring your own (its lr is still driven by the schedule).
+    """
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if lr <= 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    if grad_clip is not None and grad_clip <= 0:
+        raise ValueError(f"grad_clip must be > 0 or None, got {grad_clip}")
+    for name, every in (("eval_every", eval_every), ("callback_every", callback_every)):
+        if every is not None and (not isinstance(every, int) or every < 1):
+            raise ValueError(f"{name} must be a positive int or None, got {every!r}")
+    schedule_fn = lr_lambda(steps, warmup_steps, schedule, min_lr_ratio)  # validates the schedule
+    if seed is not None:
+        seed_everything(seed)
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    device = torch.device(device)
+    model.to(device)
+    get_batch = _batch_source(batches)
+    opt = optimizer if optimizer is not None else make_optimizer(model, lr, weight_decay, betas)
+    for g in opt.param_groups:  # the schedule multiplies each group's base lr
+        g.setdefault("initial_lr", g["lr"] if optimizer is not None else lr)
+    base_lrs = [g["initial_lr"] for g in opt.param_groups]
+
+    history: dict[str, list] = {"train_loss": [], "lr": []}
+    model.train()
+    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    for step in bar:
+        for g, base in zip(opt.param_groups, base_lrs):
+            g["lr"] = base * schedule_fn(step)
+        loss = loss_fn(model, to_device(get_batch(step), device))
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__} "
+                            f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; try a lower lr or grad_clip")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+
+        done = step + 1  # optimiser steps completed
+        history["train_loss"].append(loss.item())
+        history["lr"].append(opt.param_groups[0]["lr"])
+        postfix = {"loss": f"{loss.item():.4f}"}
+        if eval_fn is not None and (done == steps or (eval_every and done % eval_every == 0)):
+            for k, v in _evaluate(model, eval_fn).items():
+                history.setdefault(k, []).append((done, v))
+                postfix[k] = f"{v:.4f}"
+        bar.set_postfix(postfix, refresh=False)
+        if callback is not None and (done == steps or done % callback_every == 0):
+            callback(done, model, loss.item())
+    bar.close()
+    return history

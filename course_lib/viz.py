@@ -1,0 +1,235 @@
+"""Plots used across the course: attention maps, image grids, loss curves.
+
+Every function takes tensors or NumPy arrays, draws with matplotlib and returns
+the matplotlib object it drew on (an ``Axes`` or a ``Figure``), so a notebook
+can add to it. Nothing here calls ``plt.show()``; Jupyter shows figures itself.
+
+Other modules' authors: append your plotting functions at the end of this file.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+
+def to_numpy(x) -> np.ndarray:
+    """A tensor (any device, with or without grad) or array-like -> float NumPy array."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", torch.float32).numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def _labels(labels, n: int, what: str):
+    if labels is None:
+        return [str(i) for i in range(n)]
+    labels = [str(s) for s in labels]
+    if len(labels) != n:
+        raise ValueError(f"{what} has {len(labels)} entries but the weights have {n} {what.split('_')[0]}s")
+    return labels
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+def attention_heatmap(weights, q_labels=None, k_labels=None, ax=None, title=None,
+                      cmap: str = "viridis", vmax: float | None = 1.0, colorbar: bool = True,
+                      annotate: bool = False):
+    """One attention map: rows are queries, columns are keys.
+
+    weights: [T_q, T_k] (rows of softmax weights, each summing to 1).
+    q_labels / k_labels: the tokens of the queries / keys (default: positions).
+    vmax: top of the colour scale (1.0 by default so maps are comparable;
+    ``None`` scales to the largest weight). ``annotate`` writes each weight in its cell.
+    Returns the ``Axes``.
+    """
+    w = to_numpy(weights)
+    if w.ndim != 2:
+        raise ValueError(f"attention_heatmap expects weights [T_q, T_k], got shape {w.shape}; "
+                         f"select one batch element and head first, e.g. weights[0, h]")
+    t_q, t_k = w.shape
+    q_labels = _labels(q_labels, t_q, "q_labels")
+    k_labels = _labels(k_labels, t_k, "k_labels")
+    if ax is None:
+        size = min(8.0, 1.0 + 0.35 * max(t_q, t_k))
+        _, ax = plt.subplots(figsize=(size + (1.0 if colorbar else 0.0), size), dpi=80)
+    im = ax.imshow(w, cmap=cmap, vmin=0.0, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(t_k), k_labels, rotation=90 if max(map(len, k_labels)) > 2 else 0)
+    ax.set_yticks(range(t_q), q_labels)
+    ax.set_xlabel("key (attended to)")
+    ax.set_ylabel("query (attending)")
+    if annotate:
+        top = w.max() if vmax is None else vmax
+        for i in range(t_q):
+            for j in range(t_k):
+                ax.text(j, i, f"{w[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="black" if w[i, j] > 0.6 * top else "white")
+    if title:
+        ax.set_title(title)
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return ax
+
+
+def attention_grid(weights_per_layer, labels=None, k_labels=None, title=None,
+                   cell_size: float = 2.2, vmax: float | None = 1.0, cmap: str = "viridis",
+                   batch_index: int = 0):
+    """A layers × heads grid of attention maps.
+
+    weights_per_layer: a list (one entry per layer) of [H, T_q, T_k] or
+    [B, H, T_q, T_k] tensors (``batch_index`` picks the sequence), or one
+    tensor [L, H, T_q, T_k]. labels: the query tokens (also used for the keys
+    unless ``k_labels`` is given). Tick labels are drawn on the outer edge only.
+    Returns the ``Figure``.
+    """
+    if isinstance(weights_per_layer, (torch.Tensor, np.ndarray)):
+        if weights_per_layer.ndim != 4:
+            raise ValueError(f"a single tensor must be [L, H, T_q, T_k], got shape {tuple(weights_per_layer.shape)}")
+        weights_per_layer = list(weights_per_layer)
+    layers = []
+    for i, w in enumerate(weights_per_layer):
+        w = to_numpy(w)
+        if w.ndim == 4:
+            w = w[batch_index]
+        if w.ndim != 3:
+            raise ValueError(f"layer {i}: expected [H, T_q, T_k] or [B, H, T_q, T_k], got shape {w.shape}")
+        layers.append(w)
+    if not layers:
+        raise ValueError("weights_per_layer is empty")
+    n_layers, n_heads = len(layers), max(w.shape[0] for w in layers)
+    t_q, t_k = layers[0].shape[1:]
+    q_labels = _labels(labels, t_q, "labels")
+    k_labels = _labels(k_labels if k_labels is not None else (labels if t_k == t_q else None), t_k, "k_labels")
+    fig, axes = plt.subplots(n_layers, n_heads, figsize=(cell_size * n_heads, cell_size * n_layers),
+                             dpi=80, squeeze=False)
+    for li, w in enumerate(layers):
+        for h in range(n_heads):
+            ax = axes[li, h]
+            if h >= w.shape[0]:
+                ax.axis("off")
+                continue
+            ax.imshow(w[h], cmap=cmap, vmin=0.0, vmax=vmax)
+            ax.set_xticks([]), ax.set_yticks([])
+            if li == n_layers - 1:
+                ax.set_xticks(range(t_k), k_labels, fontsize=7, rotation=90 if max(map(len, k_labels)) > 2 else 0)
+            if h == 0:
+                ax.set_yticks(range(t_q), q_labels, fontsize=7)
+                ax.set_ylabel(f"layer {li}")
+            if li == 0:
+                ax.set_title(f"head {h}", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def image_grid(images, nrow: int = 8, titles=None, cell_size: float = 1.5, title=None, cmap: str = "gray"):
+    """Show images [N, C, H, W] (C = 1 or 3) in a grid with ``nrow`` images per row.
+
+    Values in [-1, 1] (what diffusion models produce) or [0, 1] are accepted; a
+    batch with any value below 0 is read as [-1, 1] and mapped to [0, 1].
+    Values outside [-1, 1] are an error rather than silently clipped.
+    titles: optional list of N strings. Returns the ``Figure``.
+    """
+    x = to_numpy(images)
+    if x.ndim == 3:  # a single image [C, H, W]
+        x = x[None]
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"images must be [N, C, H, W] with C = 1 or 3, got shape {x.shape}")
+    if not isinstance(nrow, int) or nrow < 1:
+        raise ValueError(f"nrow must be a positive int, got {nrow!r}")
+    lo, hi = float(x.min()), float(x.max())
+    tol = 1e-3
+    if lo < -1 - tol or hi > 1 + tol:
+        raise ValueError(f"image values must lie in [-1, 1] or [0, 1], got range [{lo:.3g}, {hi:.3g}]")
+    if lo < 0:
+        x = (x + 1) / 2
+    x = np.clip(x, 0.0, 1.0)  # only rounding noise (within tol) is clipped here
+    n = x.shape[0]
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"got {len(titles)} titles for {n} images")
+    ncol = min(nrow, n)
+    rows = math.ceil(n / ncol)
+    extra = 0.3 if titles is not None else 0.0
+    fig, axes = plt.subplots(rows, ncol, figsize=(cell_size * ncol, (cell_size + extra) * rows), dpi=80,
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        img = x[i]
+        if img.shape[0] == 1:
+            ax.imshow(img[0], cmap=cmap, vmin=0.0, vmax=1.0)
+        else:
+            ax.imshow(img.transpose(1, 2, 0))
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _series(values):
+    """A list of floats -> (x = 0.., y); a list of (step, value) pairs -> (steps, values)."""
+    arr = to_numpy(values) if len(values) else np.zeros((0,), np.float32)
+    if arr.ndim == 1:
+        return np.arange(len(arr)), arr
+    if arr.ndim == 2 and arr.shape[1] == 2:
+        return arr[:, 0], arr[:, 1]
+    raise ValueError(f"a curve must be a list of numbers or of (step, value) pairs, got shape {arr.shape}")
+
+
+def loss_curve(history, keys=None, ax=None, log: bool = False, smooth: int = 0, title=None,
+               xlabel: str = "step", ylabel: str = "loss"):
+    """Plot training (and validation) curves.
+
+    history: a list of losses (one per step), or a dict such as the one
+    ``course_lib.train.train`` returns: ``{"train_loss": [...], "val_loss":
+    [(step, value), ...], ...}``. Each entry is a list of numbers (x = its index)
+    or of (step, value) pairs. ``keys`` picks entries (default: every key with
+    "loss" in its name). ``smooth`` > 1 adds a moving average over that many
+    points (the raw curve is kept, faded). ``log`` uses a log-scale y axis.
+    Returns the ``Axes``.
+    """
+    if not isinstance(history, dict):
+        history = {"train_loss": history}
+    if keys is None:
+        keys = [k for k in history if "loss" in k]
+    missing = [k for k in keys if k not in history]
+    if missing:
+        raise ValueError(f"keys {missing} not in history; available: {list(history)}")
+    if not keys:
+        raise ValueError(f"no curve to plot; history has keys {list(history)}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5), dpi=80)
+    for k in keys:
+        x, y = _series(history[k])
+        if smooth and smooth > 1 and len(y) >= smooth:
+            line, = ax.plot(x, y, alpha=0.3)
+            kernel = np.ones(smooth) / smooth
+            ax.plot(x[smooth - 1:], np.convolve(y, kernel, mode="valid"), color=line.get_color(),
+                    label=f"{k} (avg of {smooth})")
+        else:
+            ax.plot(x, y, marker="o" if len(y) < 30 else None, markersize=3, label=k)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+# ----------------------------------------------------------------------------- appended by other modules
