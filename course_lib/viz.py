@@ -103,8 +103,8 @@ def attention_grid(weights_per_layer, labels=None, k_labels=None, title=None,
     t_q, t_k = layers[0].shape[1:]
     q_labels = _labels(labels, t_q, "labels")
     k_labels = _labels(k_labels if k_labels is not None else (labels if t_k == t_q else None), t_k, "k_labels")
-    fig, axes = plt.subplots(n_layers, n_heads, figsize=(cell_size * n_heads, cell_size * n_layers),
-                             dpi=80, squeeze=False)
+    fig, axes = plt.subplots(n_layers, n_heads, figsize=(cell_size * n_heads + 0.8, cell_size * n_layers + 0.8),
+                             dpi=80, squeeze=False)  # + room for the tick labels and titles
     for li, w in enumerate(layers):
         for h in range(n_heads):
             ax = axes[li, h]
@@ -233,3 +233,152 @@ def loss_curve(history, keys=None, ax=None, log: bool = False, smooth: int = 0, 
 
 
 # ----------------------------------------------------------------------------- appended by other modules
+
+
+# ----------------------------------------------------------------------------- sampling (06)
+
+
+def token_distribution(probs, labels=None, filtered=None, top: int = 20, ax=None, title=None):
+    """Bar plot of a next-token distribution, before and (optionally) after a filter.
+
+    probs: [V] probabilities (softmax of the logits). filtered: [V] the
+    distribution the sampler actually draws from (zeros where a token was
+    removed, the rest renormalised). Shows the ``top`` most likely tokens of
+    ``probs``, in that order: grey bars before, coloured bars after; removed
+    tokens are marked with an ×. labels: a string per vocabulary entry (e.g.
+    decoded tokens), or None for ids. Returns the ``Axes``.
+    """
+    p = to_numpy(probs).reshape(-1)
+    if filtered is not None:
+        q = to_numpy(filtered).reshape(-1)
+        if q.shape != p.shape:
+            raise ValueError(f"filtered has {q.size} entries but probs has {p.size}")
+    if not isinstance(top, int) or top < 1:
+        raise ValueError(f"top must be a positive int, got {top!r}")
+    order = np.argsort(-p, kind="stable")[: min(top, p.size)]
+    names = [repr(labels[i])[1:-1] if labels is not None else str(i) for i in order]
+    x = np.arange(len(order))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3), dpi=80)
+    width = 0.4 if filtered is not None else 0.8
+    ax.bar(x - (width / 2 if filtered is not None else 0), p[order], width, color="0.65", label="model")
+    if filtered is not None:
+        ax.bar(x + width / 2, q[order], width, color="C0", label="after filter")
+        removed = q[order] == 0
+        ax.scatter(x[removed] + width / 2, np.zeros(removed.sum()), marker="x", color="C3",
+                   zorder=3, label="removed")
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("probability")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+# ----------------------------------------------------------------------------- diffusion (09, 10)
+
+
+def schedule_plot(schedules: dict, axes=None):
+    """ᾱ_t and log-SNR(t) of several noise schedules, side by side.
+
+    schedules: ``{name: betas [N]}`` (e.g. from ``course_lib.diffusion.make_betas``).
+    Returns the ``Figure``.
+    """
+    from .schedules import alpha_bar, log_snr
+
+    if not isinstance(schedules, dict) or not schedules:
+        raise ValueError("schedules must be a non-empty dict {name: betas}")
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), dpi=80)
+    fig = axes[0].figure
+    for name, betas in schedules.items():
+        ab = alpha_bar(torch.as_tensor(betas, dtype=torch.float32)).double()
+        axes[0].plot(to_numpy(ab), label=name)
+        axes[1].plot(to_numpy(log_snr(ab)), label=name)
+    axes[0].set(xlabel="timestep t", ylabel=r"$\bar\alpha_t$", title=r"signal left: $\bar\alpha_t$")
+    axes[1].set(xlabel="timestep t", ylabel=r"$\log\,\bar\alpha_t/(1-\bar\alpha_t)$", title="log-SNR")
+    axes[1].axhline(0.0, color="0.6", lw=0.8, ls="--")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _pick_steps(n: int, n_cols: int) -> list[int]:
+    if not isinstance(n_cols, int) or n_cols < 1:
+        raise ValueError(f"n_cols must be a positive int, got {n_cols!r}")
+    return sorted(set(np.linspace(0, n - 1, min(n_cols, n)).round().astype(int).tolist()))
+
+
+def trajectory_grid(trajectory, n_cols: int = 8, n_samples: int = 4, cmap: str = "gray", cell_size: float = 0.9,
+                    title=None):
+    """Denoising trajectory: rows = samples, columns = steps; each cell shows x_t and x̂₀ side by side.
+
+    trajectory: a ``course_lib.diffusion.Trajectory`` (``x_t``, ``x0_pred`` ``[n, B, C, H, W]``,
+    ``timesteps``). Images are drawn on the fixed range [-1, 1]: noisy x_t values beyond
+    it show as full black/white (the data is not changed). Returns the ``Figure``.
+    """
+    xt, x0 = to_numpy(trajectory.x_t), to_numpy(trajectory.x0_pred)
+    if xt.ndim != 5 or xt.shape != x0.shape or xt.shape[2] not in (1, 3):
+        raise ValueError(f"trajectory tensors must be [steps, B, C, H, W] with C = 1 or 3, got {xt.shape}")
+    steps = _pick_steps(xt.shape[0], n_cols)
+    rows = min(n_samples, xt.shape[1])
+    fig, axes = plt.subplots(rows, 2 * len(steps), figsize=(cell_size * 2 * len(steps), cell_size * rows + 0.5),
+                             dpi=80, squeeze=False)
+    for r in range(rows):
+        for c, s in enumerate(steps):
+            for k, (arr, name) in enumerate(((xt, "x_t"), (x0, "x̂₀"))):
+                ax = axes[r, 2 * c + k]
+                img = arr[s, r]
+                if img.shape[0] == 1:
+                    ax.imshow(img[0], cmap=cmap, vmin=-1, vmax=1)
+                else:
+                    ax.imshow(np.clip((img.transpose(1, 2, 0) + 1) / 2, 0, 1))
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(f"{name}\nt={trajectory.timesteps[s]}", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def trajectory_animation(trajectory, n_samples: int = 8, max_frames: int = 25, interval: int = 150,
+                         cmap: str = "gray", dpi: int = 50):
+    """A small JavaScript animation of sampling (top row x_t, bottom row x̂₀), for a notebook.
+
+    At most ``max_frames`` evenly spaced steps are drawn, at low dpi, so the stored
+    HTML stays a few hundred KB. Returns an ``IPython.display.HTML``.
+    """
+    from IPython.display import HTML
+    from matplotlib import animation
+
+    xt, x0 = to_numpy(trajectory.x_t), to_numpy(trajectory.x0_pred)
+    if xt.ndim != 5 or xt.shape[2] != 1:
+        raise ValueError(f"trajectory_animation draws greyscale trajectories [steps, B, 1, H, W], got {xt.shape}")
+    frames = _pick_steps(xt.shape[0], max_frames)
+    n = min(n_samples, xt.shape[1])
+    fig, axes = plt.subplots(2, n, figsize=(0.8 * n, 1.9), dpi=dpi, squeeze=False)
+    ims = []
+    for j in range(n):
+        for i, arr in enumerate((xt, x0)):
+            axes[i, j].axis("off")
+            ims.append(axes[i, j].imshow(arr[frames[0], j, 0], cmap=cmap, vmin=-1, vmax=1))
+    axes[0, 0].set_title("x_t", fontsize=8, loc="left")
+    axes[1, 0].set_title("x̂₀", fontsize=8, loc="left")
+    label = fig.suptitle("", fontsize=8)
+
+    def draw(f):
+        s = frames[f]
+        for j in range(n):
+            ims[2 * j].set_data(xt[s, j, 0])
+            ims[2 * j + 1].set_data(x0[s, j, 0])
+        label.set_text(f"step {s + 1}/{xt.shape[0]}, t = {trajectory.timesteps[s]}")
+        return ims
+
+    anim = animation.FuncAnimation(fig, draw, frames=len(frames), interval=interval, blit=False)
+    html = anim.to_jshtml(default_mode="once")
+    plt.close(fig)
+    return HTML(html)

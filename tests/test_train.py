@@ -1,0 +1,121 @@
+"""course_lib.train: the schedule, determinism, history, callbacks and errors."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from course_lib.train import lr_at, lr_lambda, make_optimizer, train
+
+
+def _regression_task(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w_true = torch.randn(4, 1, generator=g)
+
+    def batches(step):
+        x = torch.randn(16, 4, generator=g)
+        return x, x @ w_true
+
+    def loss_fn(model, batch):
+        x, y = batch
+        return nn.functional.mse_loss(model(x), y)
+
+    return batches, loss_fn
+
+
+def test_schedule_warmup_then_cosine():
+    lr, total, warm = 1.0, 110, 10
+    assert lr_at(0, lr, total, warm) == pytest.approx(0.1)
+    assert lr_at(9, lr, total, warm) == pytest.approx(1.0)
+    assert lr_at(10, lr, total, warm) == pytest.approx(1.0)  # cosine starts at the peak
+    assert lr_at(total - 1, lr, total, warm, min_lr_ratio=0.1) == pytest.approx(0.1)  # ends at min_lr
+    mid = 10 + (total - 1 - 10) / 2
+    assert lr_at(int(mid), lr, total, warm, min_lr_ratio=0.0) == pytest.approx(
+        0.5 * (1 + math.cos(math.pi * (int(mid) - 10) / (total - 11))))
+    assert lr_at(50, lr, total, warm, schedule="constant") == 1.0
+    values = [lr_at(s, lr, total, warm) for s in range(warm, total)]
+    assert all(a >= b for a, b in zip(values, values[1:]))  # non-increasing after warmup
+
+
+def test_lambda_lr_factory_drives_torch_scheduler():
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.5)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(20, 5))
+    seen = []
+    for _ in range(20):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen == pytest.approx([lr_at(s, 0.5, 20, 5) for s in range(20)])
+
+
+def test_schedule_errors():
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        lr_at(0, 1.0, 10, schedule="linear")
+    with pytest.raises(ValueError, match="warmup_steps"):
+        lr_lambda(10, 20)
+
+
+def test_training_reduces_loss_and_records_history():
+    batches, loss_fn = _regression_task()
+    model = nn.Linear(4, 1)
+    calls = []
+    history = train(model, loss_fn, batches, steps=60, lr=0.05, warmup_steps=5, seed=0, progress=False,
+                    eval_fn=lambda m: loss_fn(m, batches(0)), eval_every=20,
+                    callback=lambda step, m, loss: calls.append(step), callback_every=25)
+    assert len(history["train_loss"]) == len(history["lr"]) == 60
+    assert history["train_loss"][-1] < 0.1 * history["train_loss"][0]
+    assert [s for s, _ in history["val_loss"]] == [20, 40, 60]
+    assert calls == [25, 50, 60]
+    assert history["lr"][0] == pytest.approx(0.01)
+    assert model.training  # left in train mode after the eval calls
+
+
+def test_same_seed_same_result():
+    runs = []
+    for _ in range(2):
+        batches, loss_fn = _regression_task()
+        torch.manual_seed(123)  # a different global state before each run
+        model_seed = torch.Generator().manual_seed(1)
+        model = nn.Linear(4, 1)
+        with torch.no_grad():
+            model.weight.copy_(torch.randn(1, 4, generator=model_seed))
+        runs.append(train(model, loss_fn, batches, steps=10, seed=7, progress=False)["train_loss"])
+    assert runs[0] == runs[1]
+
+
+def test_iterables_are_restarted_and_iterators_must_not_run_out():
+    x = torch.randn(8, 4)
+    data = [(x, x.sum(1, keepdim=True))] * 3
+    loss_fn = lambda m, b: nn.functional.mse_loss(m(b[0]), b[1])  # noqa: E731
+    history = train(nn.Linear(4, 1), loss_fn, data, steps=7, progress=False)
+    assert len(history["train_loss"]) == 7
+    with pytest.raises(ValueError, match="ran out after 3 steps"):
+        train(nn.Linear(4, 1), loss_fn, iter(data), steps=7, progress=False)
+
+
+def test_eval_dict_and_weight_decay_groups():
+    batches, loss_fn = _regression_task()
+    model = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 1))
+    opt = make_optimizer(model, 1e-3, weight_decay=0.1)
+    decayed, plain = opt.param_groups
+    assert {p.dim() for p in decayed["params"]} == {2} and {p.dim() for p in plain["params"]} == {1}
+    assert plain["weight_decay"] == 0.0
+    h = train(model, loss_fn, batches, steps=4, progress=False, eval_fn=lambda m: {"loss": 1.0, "acc": 0.5})
+    assert h["val_acc"] == [(4, 0.5)] and h["val_loss"] == [(4, 1.0)]
+
+
+def test_bad_arguments():
+    batches, loss_fn = _regression_task()
+    model = nn.Linear(4, 1)
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        train(model, loss_fn, batches, steps=0)
+    with pytest.raises(ValueError, match="grad_clip must be > 0"):
+        train(model, loss_fn, batches, steps=1, grad_clip=0)
+    with pytest.raises(TypeError, match="loss_fn must return a scalar tensor"):
+        train(model, lambda m, b: m(b[0]), batches, steps=1, progress=False)
+    with pytest.raises(TypeError, match="batches must be"):
+        train(model, loss_fn, 3, steps=1, progress=False)
+    with pytest.raises(FloatingPointError, match="at step 0"):
+        train(model, lambda m, b: m(b[0]).sum() * float("nan"), batches, steps=1, progress=False)
