@@ -50,6 +50,15 @@ def load_strict(model: nn.Module, state_dict: dict, what: str = "model") -> None
     model.load_state_dict(state_dict, strict=True, assign=_on_meta(model))
 
 
+def build_and_load(cls, config, state_dict: dict, renames: list[tuple[str, str]],
+                   device=None, dtype=None) -> nn.Module:
+    """Build ``cls(config)`` on the meta device (no memory, no init) and load ``state_dict`` into it strictly."""
+    with torch.device("meta"):
+        model = cls(config)
+    load_strict(model, rename_keys(state_dict, renames), cls.__name__)
+    return model.to(device=device, dtype=dtype) if device is not None else model
+
+
 def _on_meta(model: nn.Module) -> bool:
     return any(p.is_meta for p in model.parameters())
 
@@ -91,7 +100,9 @@ def check_supported(config: dict, defaults: dict, what: str) -> None:
     ``defaults`` maps a field to its one allowed value, or to a ``frozenset`` of them.
     """
     for key, allowed in defaults.items():
-        value = config.get(key, allowed)
+        if key not in config:  # absent: the library default, which is what we implement
+            continue
+        value = config[key]
         if isinstance(value, list):
             value = tuple(value)
         ok = value in allowed if isinstance(allowed, frozenset) else value == allowed

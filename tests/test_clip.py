@@ -126,9 +126,10 @@ def test_real_clip_tokenizer_from_a_local_folder(tmp_path):
     from course_lib.clip import load_clip_tokenizer
 
     vocab = ["!", "a", "c", "d", "e", "i", "l", "r", "a</w>", "c</w>", "d</w>", "e</w>", "l</w>", "r</w>",
-             "re", "red</w>", "ci", "cir", "circ", "circle</w>", "<|startoftext|>", "<|endoftext|>"]
+             "i</w>", "re", "red</w>", "ci", "cir", "circ", "le</w>", "circle</w>",
+             "<|startoftext|>", "<|endoftext|>"]
     (tmp_path / "vocab.json").write_text(__import__("json").dumps({t: i for i, t in enumerate(vocab)}))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\nr e\nre d</w>\nc i\nci r\ncir c\ncirc le</w>\n")
+    (tmp_path / "merges.txt").write_text("#version: 0.2\nr e\nre d</w>\nc i\nci r\ncir c\nl e</w>\ncirc le</w>\n")
     tok = load_clip_tokenizer(str(tmp_path))
     assert tok.convert_ids_to_tokens(tok("a red")["input_ids"]) == \
         ["<|startoftext|>", "a</w>", "red</w>", "<|endoftext|>"]

@@ -116,7 +116,8 @@ def make_shapes(n: int, seed: int = 0, size: int = 32, return_labels: bool = Fal
       ``big`` [N] bool;
     * ``center`` [N, 2] (x, y) and ``radius`` [N], in pixels;
     * ``mask`` [N, 1, H, W] bool: pixels at least half covered by the shape;
-    * ``bbox`` [N, 4] ints (x0, y0, x1, y1), x1/y1 exclusive: the mask's bounding box.
+    * ``bbox`` [N, 4] ints (x0, y0, x1, y1), x1/y1 exclusive: the box around every pixel
+      the shape touches (anti-aliased edges included), so outside it is pure background.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
@@ -147,7 +148,8 @@ def make_shapes(n: int, seed: int = 0, size: int = 32, return_labels: bool = Fal
     if not return_labels:
         return images, captions
     mask = covers >= 0.5  # [N, 1, H, W]
-    rows, cols = mask[:, 0].any(dim=2), mask[:, 0].any(dim=1)  # [N, H], [N, W]
+    touched = covers[:, 0] > 0  # [N, H, W] every pixel the shape reaches, edges included
+    rows, cols = touched.any(dim=2), touched.any(dim=1)  # [N, H], [N, W]
     ar = torch.arange(size)
     bbox = torch.stack([
         torch.where(cols, ar, size).min(1).values, torch.where(rows, ar, size).min(1).values,

@@ -1,0 +1,205 @@
+"""course_lib.gpt2 against transformers' GPT2LMHeadModel (random weights, offline)."""
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from course_lib.gpt2 import (GPT2_124M, GPTModel, from_hf, from_pretrained, generate, gpt2_124m,
+                             quantize, to_hf_state_dict)
+
+SMALL = dict(vocab_size=97, n_embd=48, n_head=4, n_layer=3, n_positions=64)
+
+
+def random_hf(seed=0, **overrides):
+    """A small GPT2LMHeadModel with *every* parameter random (LayerNorms included)."""
+    torch.manual_seed(seed)
+    cfg = GPT2Config(**{**SMALL, **overrides}, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    hf = GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name.endswith("ln_f.weight"):
+                p.uniform_(0.5, 1.5)  # scales away from 1
+            else:
+                p.normal_(0.0, 0.2)
+    assert hf.lm_head.weight.data_ptr() == hf.transformer.wte.weight.data_ptr()  # still tied
+    return hf
+
+
+@pytest.mark.parametrize("seed,overrides", [(0, {}), (1, dict(n_embd=32, n_head=2, n_layer=2,
+                                                                layer_norm_epsilon=1e-3))])
+def test_logits_equal_transformers(seed, overrides):
+    hf = random_hf(seed, **overrides)
+    model = from_hf(hf).eval()
+    ids = torch.randint(0, hf.config.vocab_size, (3, 29), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), hf(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_conv1d_weights_are_transposed():
+    hf = random_hf()
+    model = from_hf(hf)
+    w_hf = hf.transformer.h[0].attn.c_attn.weight  # Conv1D: [in, out]
+    assert w_hf.shape == (48, 144)
+    assert model.h[0].attn.c_attn.weight.shape == (144, 48)
+    torch.testing.assert_close(model.h[0].attn.c_attn.weight, w_hf.t())
+
+
+def test_to_hf_state_dict_round_trips():
+    hf = random_hf(2)
+    model = from_hf(hf)
+    sd = to_hf_state_dict(model)
+    fresh = GPT2LMHeadModel(hf.config).eval()
+    fresh.load_state_dict(sd, strict=True)
+    for k, v in hf.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[k], v, atol=0, rtol=0, msg=k)
+    back = from_hf(fresh)
+    for (k1, v1), (k2, v2) in zip(model.state_dict().items(), back.state_dict().items()):
+        assert k1 == k2
+        assert torch.equal(v1, v2), k1
+
+
+def test_full_124m_keys_shapes_and_count():
+    with torch.device("meta"):
+        hf = GPT2LMHeadModel(GPT2Config())
+    model = gpt2_124m(device="meta")
+    ours = to_hf_state_dict(model)
+    theirs = hf.state_dict()
+    assert set(ours) == set(theirs)
+    for k, v in theirs.items():
+        assert tuple(ours[k].shape) == tuple(v.shape), k
+    assert model.num_parameters() == 124_439_808
+    assert model.num_parameters() == sum(p.numel() for p in hf.parameters())
+    assert GPT2_124M["n_positions"] == hf.config.n_positions == 1024
+
+
+def test_greedy_generate_equals_transformers():
+    hf = random_hf(3)
+    model = from_hf(hf).eval()
+    prompt = torch.randint(1, 97, (1, 7), generator=torch.Generator().manual_seed(3))
+    hf.generation_config.eos_token_id = None
+    hf.generation_config.pad_token_id = None
+    ref = hf.generate(prompt, max_new_tokens=30, do_sample=False)
+    ours = generate(model, prompt, 30)
+    assert ours.shape == (1, 37)
+    assert torch.equal(ours, ref)
+
+
+def test_cached_equals_uncached_and_batched():
+    torch.manual_seed(0)
+    model = GPTModel(101, 32, 4, 2, 48, 1e-5).eval()
+    prompt = torch.randint(0, 101, (3, 5))
+    a = generate(model, prompt, 40, use_cache=True)
+    b = generate(model, prompt, 40, use_cache=False)
+    assert torch.equal(a, b)
+    # the cached forward gives the same logits as the full forward, chunk by chunk
+    ids = torch.randint(0, 101, (2, 20))
+    cache = model.new_cache(2)
+    with torch.no_grad():
+        full = model(ids)
+        parts = torch.cat([model(ids[:, :7], cache), model(ids[:, 7:8], cache), model(ids[:, 8:], cache)], 1)
+    torch.testing.assert_close(parts, full, atol=1e-5, rtol=1e-5)
+
+
+def test_generate_with_a_sampler_and_eos():
+    torch.manual_seed(0)
+    model = GPTModel(50, 16, 2, 1, 32, 1e-5).eval()
+
+    class Always7:
+        def __call__(self, logits):
+            return torch.full((logits.shape[0],), 7)
+
+    out = generate(model, torch.tensor([1, 2, 3]), 10, sampler=Always7())
+    assert out.tolist() == [1, 2, 3] + [7] * 10
+    out = generate(model, torch.tensor([[1, 2, 3]]), 10, sampler=Always7(), eos_id=7)
+    assert out.tolist() == [[1, 2, 3, 7]]  # stops at the end token
+
+
+def test_fresh_lora_model_equals_base():
+    hf = random_hf(4)
+    base = from_hf(hf).eval()
+    lora = from_hf(hf, lora_r=4).eval()
+    ids = torch.randint(0, 97, (2, 11))
+    with torch.no_grad():
+        torch.testing.assert_close(lora(ids), base(ids), atol=1e-6, rtol=1e-6)
+    frozen = {n for n, p in lora.named_parameters() if not p.requires_grad}
+    assert {"wte.weight", "h.0.attn.c_attn.weight", "h.2.mlp.c_proj.bias"} <= frozen
+
+
+def test_lora_trains_only_adapters_and_merges_exactly():
+    from course_lib.lora import merge_lora
+
+    torch.manual_seed(0)
+    model = GPTModel(60, 32, 4, 2, 32, 1e-5, lora_r=4)
+    for n, p in model.named_parameters():  # train only the adapters
+        p.requires_grad_(n.endswith(("lora_A", "lora_B")))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    ids = torch.randint(0, 60, (4, 16))
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(n.endswith(("lora_A", "lora_B")) for n in changed)
+    model.eval()
+    with torch.no_grad():
+        adapted = model(ids)
+        exported = to_hf_state_dict(model)  # adapters folded in
+        merge_lora(model)
+        torch.testing.assert_close(model(ids), adapted, atol=1e-5, rtol=1e-5)
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    for k, v in to_hf_state_dict(model).items():
+        torch.testing.assert_close(v, exported[k], atol=1e-6, rtol=1e-6)
+
+
+def test_attention_maps_are_causal_distributions():
+    torch.manual_seed(0)
+    model = GPTModel(40, 16, 2, 3, 16, 1e-5).eval()
+    maps = model.attention_maps(torch.randint(0, 40, (1, 9)))
+    assert maps.shape == (3, 1, 2, 9, 9)
+    torch.testing.assert_close(maps.sum(-1), torch.ones(3, 1, 2, 9))
+    assert torch.all(maps.triu(1) == 0)
+
+
+@pytest.mark.parametrize("weights,min_agree", [("fp16", 0.97), ("int8", 0.8)])
+def test_quantized_fast_path_agrees(weights, min_agree):
+    hf = random_hf(5)
+    model = from_hf(hf).eval()
+    fast = quantize(model, weights)
+    ids = torch.randint(0, 97, (2, 64))
+    with torch.no_grad():
+        agree = (fast(ids).argmax(-1) == model(ids).argmax(-1)).float().mean()
+    assert agree >= min_agree
+    assert fast.lm_head is not None and model.lm_head is None  # the original is untouched
+    with pytest.raises(ValueError, match="'fp16' or 'int8'"):
+        quantize(model, "int4")
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = GPTModel(50, 16, 2, 1, 8, 1e-5).eval()
+    with pytest.raises(ValueError, match="n_positions=8"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+    with pytest.raises(ValueError, match="exceeds the context length n_positions=8"):
+        generate(model, torch.zeros(1, 5, dtype=torch.long), 4)
+    with pytest.raises(ValueError, match="token id 50 is out of range.*vocab_size=50"):
+        model(torch.tensor([[1, 50]]))
+    with pytest.raises(ValueError, match="token id -1 is out of range"):
+        generate(model, torch.tensor([[-1, 2]]), 2)
+    with pytest.raises(TypeError, match="integer tensor"):
+        model(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match=r"shape \[B, T\]"):
+        model(torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="divisible"):
+        GPTModel(50, 10, 3, 1, 8, 1e-5)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(model, torch.tensor([[1]]), -1)
+    with pytest.raises(ValueError, match="not the published architecture"):
+        from_hf(GPT2LMHeadModel(GPT2Config(**SMALL, activation_function="relu")))
+
+
+def test_from_pretrained_offline_says_so(monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, tok = from_pretrained("gpt2")
+    assert model is None and tok is None
+    assert "offline" in capsys.readouterr().out

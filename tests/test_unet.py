@@ -1,0 +1,188 @@
+"""course_lib.unet: equal to diffusers' UNet2DConditionModel (SD v1 and v2 layouts)."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from course_lib.diffusers_io import load_strict
+from course_lib.unet import (UNetConfig, UNetModel, config_from_diffusers, count_parameters,
+                             diffusers_config, from_diffusers, load_unet_folder)
+from course_lib.unet_blocks import timestep_embedding
+from randomise import randomise
+
+diffusers = pytest.importorskip("diffusers")
+
+SD1_SMALL = UNetConfig(block_out_channels=(32, 64, 64), layers_per_block=2,
+                       cross_attention_levels=(True, True, False), cross_attention_dim=24,
+                       num_heads=4, norm_num_groups=8)
+SD2_SMALL = UNetConfig(block_out_channels=(32, 64, 64), layers_per_block=1,
+                       cross_attention_levels=(False, True, True), cross_attention_dim=40,
+                       num_heads=None, head_dim=16, use_linear_projection=True, transformer_layers=2,
+                       norm_num_groups=8, norm_eps=1e-6, upcast_attention=True)
+
+
+def reference(cfg, seed=0):
+    return randomise(diffusers.UNet2DConditionModel(**diffusers_config(cfg)), seed).eval()
+
+
+@pytest.mark.parametrize("cfg", [SD1_SMALL, SD2_SMALL], ids=["sd1", "sd2"])
+def test_epsilon_equals_diffusers(cfg):
+    ref = reference(cfg)
+    ours = from_diffusers(ref).eval()
+    x = torch.randn(2, 4, 16, 16)
+    t = torch.tensor([3, 801])
+    cond = torch.randn(2, 5, cfg.cross_attention_dim)
+    with torch.no_grad():
+        want = ref(x, t, cond).sample
+        assert want.abs().mean() > 0.05  # a meaningful output, not ~0
+        torch.testing.assert_close(ours(x, t, cond), want, atol=1e-4, rtol=1e-4)
+        ours.set_attention_backend("naive")
+        torch.testing.assert_close(ours(x, t, cond), want, atol=1e-4, rtol=1e-4)
+        # a scalar timestep is broadcast to the batch, as in diffusers
+        torch.testing.assert_close(ours(x, 250, cond), ref(x, 250, cond).sample, atol=1e-4, rtol=1e-4)
+
+
+def test_conversion_does_not_share_storage():
+    ref = reference(SD1_SMALL)
+    ours = from_diffusers(ref)
+    with torch.no_grad():
+        ref.conv_in.weight.zero_()
+    assert ours.conv_in.weight.abs().sum() > 0
+
+
+@pytest.mark.parametrize("flip,shift", [(True, 0), (False, 1)])
+def test_time_embedding_equals_diffusers(flip, shift):
+    from diffusers.models.embeddings import get_timestep_embedding
+
+    t = torch.tensor([0.0, 1.0, 37.5, 999.0])
+    for dim in (320, 33):
+        torch.testing.assert_close(timestep_embedding(t, dim, flip, shift),
+                                   get_timestep_embedding(t, dim, flip, shift), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("cfg", [UNetConfig.sd15(), UNetConfig.sd2()], ids=["sd15", "sd2"])
+def test_full_size_matches_diffusers_key_for_key(cfg):
+    with torch.device("meta"):
+        ref = diffusers.UNet2DConditionModel(**diffusers_config(cfg))
+        ours = from_diffusers(ref)  # strict: every key and shape must match
+    assert count_parameters(ours) == count_parameters(ref)
+    assert len(ours.state_dict()) == len(ref.state_dict())
+
+
+def test_sd15_parameter_count():
+    with torch.device("meta"):
+        model = UNetModel(UNetConfig.sd15())
+    assert count_parameters(model) == 859_520_964
+
+
+def test_sd15_config_from_diffusers_defaults():
+    # SD v1.5's unet/config.json fields that differ from UNet2DConditionModel's defaults
+    cfg = config_from_diffusers({"cross_attention_dim": 768, "attention_head_dim": 8, "sample_size": 64})
+    assert cfg == UNetConfig.sd15()
+    sd2 = config_from_diffusers({"cross_attention_dim": 1024, "attention_head_dim": [5, 10, 20, 20],
+                                 "use_linear_projection": True, "upcast_attention": True})
+    assert sd2.heads_per_level() == UNetConfig.sd2().heads_per_level()
+
+
+def test_load_from_diffusers_folder(tmp_path):
+    ref = reference(SD2_SMALL, seed=1)
+    ref.save_pretrained(tmp_path)
+    ours = load_unet_folder(tmp_path)
+    assert UNetModel.from_folder(tmp_path).config == ours.config
+    x, cond = torch.randn(1, 4, 8, 8), torch.randn(1, 3, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, 10, cond), ref(x, 10, cond).sample, atol=1e-4, rtol=1e-4)
+
+
+def test_strict_loading_names_the_bad_key(tmp_path):
+    ref = reference(SD1_SMALL)
+    ref.save_pretrained(tmp_path)
+    weights = tmp_path / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    key = "down_blocks.0.attentions.1.transformer_blocks.0.attn2.to_k.weight"
+    missing = {k: v for k, v in state.items() if k != key}
+    save_file(missing, weights)
+    with pytest.raises(KeyError, match="attn2.k_proj.weight"):
+        load_unet_folder(tmp_path)
+    bad = dict(state)
+    bad[key] = torch.zeros(3, 3)
+    save_file(bad, weights)
+    with pytest.raises(ValueError, match=r"attn2\.k_proj\.weight: checkpoint \(3, 3\) vs model \(32, 24\)"):
+        load_unet_folder(tmp_path)
+    extra = dict(state, **{"surprise.weight": torch.zeros(1)})
+    save_file(extra, weights)
+    with pytest.raises(KeyError, match="surprise.weight"):
+        load_unet_folder(tmp_path)
+    model = UNetModel(SD1_SMALL)
+    with pytest.raises(KeyError, match="conv_in.bias"):
+        load_strict(model, {k: v for k, v in model.state_dict().items() if k != "conv_in.bias"})
+
+
+def test_unsupported_diffusers_config_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="class_embed_type"):
+        config_from_diffusers({"class_embed_type": "timestep"})
+    with pytest.raises(ValueError, match="must mirror"):
+        config_from_diffusers({"up_block_types": ["CrossAttnUpBlock2D"] * 4})
+    (tmp_path / "config.json").write_text(json.dumps({"cross_attention_dim": 768}))
+    with pytest.raises(FileNotFoundError, match="no weights"):
+        load_unet_folder(tmp_path)
+
+
+def test_bad_inputs():
+    model = UNetModel(SD1_SMALL)
+    cond = torch.randn(1, 2, 24)
+    with pytest.raises(ValueError, match=r"10x12 can.t be halved 2 times: H and W must be multiples of 4"):
+        model(torch.randn(1, 4, 10, 12), 1, cond)
+    with pytest.raises(ValueError, match=r"cond width 16 != cross_attention_dim=24"):
+        model(torch.randn(1, 4, 8, 8), 1, torch.randn(1, 2, 16))
+    with pytest.raises(ValueError, match=r"cond batch 3 != x batch 1"):
+        model(torch.randn(1, 4, 8, 8), 1, torch.randn(3, 2, 24))
+    with pytest.raises(ValueError, match=r"x must be \[B, 4, H, W\]"):
+        model(torch.randn(1, 3, 8, 8), 1, cond)
+    with pytest.raises(ValueError, match="timesteps must be a scalar"):
+        model(torch.randn(1, 4, 8, 8), torch.ones(2, 2), cond)
+    with pytest.raises(ValueError, match="'naive' or 'sdpa'"):
+        model.set_attention_backend("flash")
+    with pytest.raises(ValueError, match="exactly one of num_heads"):
+        UNetConfig(num_heads=8, head_dim=64)
+    with pytest.raises(ValueError, match="not divisible by norm_num_groups"):
+        UNetConfig.small(block_out_channels=(30, 60))
+    with pytest.raises(ValueError, match="one flag per level"):
+        UNetConfig.small(cross_attention_levels=(True,))
+    with pytest.raises(TypeError, match="UNetConfig"):
+        UNetModel({"in_channels": 4})
+
+
+def test_cross_attention_maps():
+    cfg = UNetConfig.small(cross_attention_dim=8)
+    model = randomise(UNetModel(cfg)).eval()
+    x, cond = torch.randn(2, 4, 8, 8), torch.randn(2, 3, 8)
+    with pytest.raises(RuntimeError, match="record_cross_attention"):
+        model.cross_attention_maps()
+    with torch.no_grad():
+        plain = model(x, 5, cond)
+        model.record_cross_attention(True)
+        recorded = model(x, 5, cond)
+    torch.testing.assert_close(recorded, plain, atol=1e-5, rtol=1e-5)
+    maps = model.cross_attention_maps()
+    # 2 levels x 1 transformer (down), mid, 2 levels x 2 transformers (up)
+    assert len(maps) == 2 + 1 + 4
+    assert maps["down_blocks.0.attentions.0.transformer_blocks.0.attn2"].shape == (2, 4, 64, 3)
+    assert maps["mid_block.attentions.0.transformer_blocks.0.attn2"].shape == (2, 4, 16, 3)
+    for w in maps.values():
+        torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))
+    tokens = model.cross_attention_token_maps(size=16)
+    assert tokens.shape == (2, 3, 16, 16)
+    model.record_cross_attention(False)
+    with pytest.raises(RuntimeError):
+        model.cross_attention_maps()
+
+
+def test_small_unet_trains_one_step():
+    model = UNetModel(UNetConfig.small(in_channels=1, out_channels=1, cross_attention_dim=16))
+    x, cond = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 16)
+    loss = (model(x, torch.randint(0, 1000, (4,)), cond) - x).pow(2).mean()
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())

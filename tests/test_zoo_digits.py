@@ -1,0 +1,69 @@
+"""digits-ddpm zoo model: caching, determinism and the sample API (a tiny config, a few steps)."""
+
+import pytest
+import torch
+
+from course_lib.zoo import digits_ddpm, load
+from course_lib.zoo.cache import cache_path
+
+TINY = dict(block_out_channels=(8, 16), norm_num_groups=4, cond_dim=8, steps=3, batch_size=8, warmup_steps=1)
+
+
+def test_trains_caches_and_reloads(zoo_cache, monkeypatch):
+    model = load("digits-ddpm", device=torch.device("cpu"), progress=False, **TINY)
+    config = model.config
+    assert cache_path("digits-ddpm", digits_ddpm.dataclasses.asdict(config)).exists()
+    assert len(model.loss_history) == 3 and model.train_seconds > 0
+    assert model.betas.shape == (1000,)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached model must not be retrained")
+
+    monkeypatch.setattr(digits_ddpm, "train", no_training)
+    again = load("digits-ddpm", device=torch.device("cpu"), progress=False, **TINY)
+    for (k, a), (_, b) in zip(model.model.state_dict().items(), again.model.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert again.loss_history == pytest.approx(model.loss_history)
+
+
+def test_training_is_deterministic(zoo_cache):
+    a = load("digits-ddpm", device=torch.device("cpu"), progress=False, **TINY)
+    b = load("digits-ddpm", device=torch.device("cpu"), progress=False, retrain=True, **TINY)
+    assert a.loss_history == b.loss_history
+    for (k, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(x, y), k
+    c = load("digits-ddpm", device=torch.device("cpu"), progress=False, **{**TINY, "seed": 1})
+    assert c.loss_history != a.loss_history  # the seed is part of the config and matters
+
+
+def test_sample_api(zoo_cache):
+    model = load("digits-ddpm", device=torch.device("cpu"), progress=False, **TINY)
+    labels = torch.tensor([0, 3, 9])
+    x = model.sample(labels, guidance_scale=3.0, n_steps=5, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (3, 1, 8, 8) and x.min() >= -1 and x.max() <= 1
+    y = model.sample(labels, guidance_scale=3.0, n_steps=5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x, y)
+    x2, traj = model.sample([1, 2], n_steps=4, return_trajectory=True)
+    assert traj.x_t.shape == (4, 2, 1, 8, 8) and traj.timesteps == model.ddim(4).timesteps.tolist()
+    # guidance changes the result; w = 1 needs no unconditional pass but works
+    x_w1 = model.sample(labels, guidance_scale=1.0, n_steps=5, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(x, x_w1)
+
+
+def test_bad_inputs(zoo_cache):
+    model = load("digits-ddpm", device=torch.device("cpu"), progress=False, **TINY)
+    with pytest.raises(ValueError, match="labels must be digits 0-9"):
+        model.sample([3, 12])
+    with pytest.raises(ValueError, match="labels must be a non-empty 1-D integer"):
+        model.sample(torch.tensor([0.5]))
+    with pytest.raises(ValueError, match="n_steps must be in"):
+        model.sample([1], n_steps=0)
+    with pytest.raises(ValueError, match="unknown config fields"):
+        load("digits-ddpm", progress=False, stepz=3)
+
+
+def test_classifier_judges_real_digits():
+    svm, held_out = digits_ddpm.digit_classifier(train_fraction=0.8)
+    assert held_out > 0.97
+    images, labels = digits_ddpm.load_digits_tensor(8)
+    assert (digits_ddpm.classify(svm, images[:200]) == labels[:200]).float().mean() > 0.97

@@ -1,0 +1,73 @@
+"""course_lib.zoo "tiny-gpt": deterministic training, atomic caching keyed by config.
+
+A tiny recipe (a few steps on a slice of the corpus) stands in for the full one,
+so the test proves the machinery without the full training time.
+"""
+
+import pytest
+import torch
+
+from course_lib import zoo
+from course_lib.gpt2 import GPTModel
+from course_lib.tokenizer import BPETokenizer
+from course_lib.zoo import tiny_gpt
+
+TINY = dict(steps=6, warmup_steps=2, eval_every=3, d_model=32, n_heads=2, n_layers=1,
+            n_positions=32, batch_size=4, vocab_size=300, max_train_chars=20_000)
+
+
+def test_trains_caches_and_reloads(zoo_cache, monkeypatch):
+    samples = []
+    model, tok = zoo.load("tiny-gpt", progress=False, on_sample=lambda s, l, t: samples.append(s), **TINY)
+    assert isinstance(model, GPTModel) and isinstance(tok, BPETokenizer)
+    assert tok.vocab_size == model.vocab_size == 300
+    assert samples == [3, 6]  # a sample every eval_every steps
+    info = model.zoo_info
+    assert info["val_perplexity"] == pytest.approx(torch.tensor(info["val_loss"]).exp().item(), rel=1e-6)
+    assert len(info["train_loss"]) == 6 and [s for s, _ in info["val_loss_curve"]] == [3, 6]
+    files = sorted(p.name for p in zoo_cache.iterdir())
+    assert not [f for f in files if f.endswith(".tmp")]  # atomic writes leave no temporaries
+    assert any(f.startswith("tiny-gpt-tokenizer-") for f in files)
+    assert any(f.startswith("tiny-gpt-") and f.endswith(".safetensors") for f in files)
+
+    def no_training(*a, **k):
+        raise AssertionError("the cached model should have been loaded, not retrained")
+
+    monkeypatch.setattr(tiny_gpt, "_train", no_training)
+    again, tok2 = zoo.load("tiny-gpt", **TINY)
+    assert tok2.merges == tok.merges
+    for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
+    ids = torch.tensor([tok.encode("The value")])
+    assert torch.equal(model(ids), again(ids))
+
+
+def test_training_is_deterministic_and_keyed_by_config(zoo_cache, tmp_path, monkeypatch):
+    a, _ = zoo.load("tiny-gpt", progress=False, **TINY)
+    monkeypatch.setenv("COURSE_LIB_CACHE", str(tmp_path / "other"))  # a second, cold cache
+    b, _ = zoo.load("tiny-gpt", progress=False, **TINY)
+    for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), k
+    # another config is another cache entry (so it is trained, never confused with this one)
+    from course_lib.zoo.cache import cache_path
+
+    cfg = tiny_gpt.TinyGPTConfig(**TINY)
+    other = tiny_gpt.TinyGPTConfig(**{**TINY, "seed": 1})
+    assert cache_path("tiny-gpt", cfg).exists() and not cache_path("tiny-gpt", other).exists()
+
+
+def test_bad_options(zoo_cache):
+    with pytest.raises(TypeError, match="unknown tiny-gpt option"):
+        zoo.load("tiny-gpt", n_layer=3)
+    with pytest.raises(ValueError, match="unknown text domain"):
+        zoo.load("tiny-gpt", **{**TINY, "domain": "poetry"})
+
+
+def test_corrupt_cache_is_reported(zoo_cache):
+    from course_lib.zoo.cache import cache_path, save_tensors
+
+    model, _ = zoo.load("tiny-gpt", progress=False, **TINY)
+    cfg = tiny_gpt.TinyGPTConfig(**TINY)
+    save_tensors(cache_path("tiny-gpt", cfg), {"wte.weight": torch.zeros(3, 3)})
+    with pytest.raises(ValueError, match="do not fit the model: missing"):
+        zoo.load("tiny-gpt", **TINY)
