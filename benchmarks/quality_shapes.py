@@ -100,7 +100,7 @@ def text_to_image(ldm, judge, per_prompt: int = 16, guidance_scale: float = 5.0,
     }
 
 
-def inpainting(ldm, judge, method: str, n: int = 60, guidance_scale: float = 5.0, n_steps: int = 50,
+def inpainting(ldm, judge, method: str, n: int = 120, guidance_scale: float = 5.0, n_steps: int = 50,
                seed: int = 7) -> dict:
     from course_lib.data import SHAPE_BACKGROUND, SHAPE_COLORS, SHAPE_KINDS, make_shapes
 

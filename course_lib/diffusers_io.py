@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checkpoint import load_strict  # noqa: F401  (re-exported: the strict loader lives there)
+
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
@@ -29,27 +31,6 @@ def rename_keys(state_dict: dict, renames: list[tuple[str, str]]) -> dict:
     return out
 
 
-def load_strict(model: nn.Module, state_dict: dict, what: str = "model") -> None:
-    """Copy ``state_dict`` into ``model``; every key must exist on both sides with equal shapes.
-
-    Raises ``KeyError`` naming missing/unexpected keys, ``ValueError`` naming
-    mis-shaped ones (with both shapes).
-    """
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    if missing or unexpected:
-        raise KeyError(
-            f"{what}: state dict does not match: missing keys {_short(missing)}, "
-            f"unexpected keys {_short(unexpected)}"
-        )
-    bad = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-           for k in own if tuple(state_dict[k].shape) != tuple(own[k].shape)]
-    if bad:
-        raise ValueError(f"{what}: mis-shaped weights: " + "; ".join(bad[:10]))
-    model.load_state_dict(state_dict, strict=True, assign=_on_meta(model))
-
-
 def build_and_load(cls, config, state_dict: dict, renames: list[tuple[str, str]],
                    device=None, dtype=None) -> nn.Module:
     """Build ``cls(config)`` on the meta device (no memory, no init) and load ``state_dict`` into it strictly."""
@@ -57,17 +38,6 @@ def build_and_load(cls, config, state_dict: dict, renames: list[tuple[str, str]]
         model = cls(config)
     load_strict(model, rename_keys(state_dict, renames), cls.__name__)
     return model.to(device=device, dtype=dtype) if device is not None else model
-
-
-def _on_meta(model: nn.Module) -> bool:
-    return any(p.is_meta for p in model.parameters())
-
-
-def _short(keys: list[str], n: int = 8) -> str:
-    if not keys:
-        return "[]"
-    more = f" ... (+{len(keys) - n} more)" if len(keys) > n else ""
-    return "[" + ", ".join(keys[:n]) + more + "]"
 
 
 def read_folder(path) -> tuple[dict, dict]:

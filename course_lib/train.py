@@ -87,6 +87,23 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1,
     return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
 
+@torch.no_grad()
+def ema_update(ema_params, params, decay: float) -> None:
+    """Exponential moving average of weights, in place: ``ema ← decay · ema + (1 − decay) · θ``.
+
+    Diffusion models are sampled from the EMA weights (Ho et al. 2020, appendix B;
+    Song & Ermon 2020, sec. 3.6): they average out the last steps' noise.
+    ``ema_params`` and ``params``: iterables of tensors in the same order.
+    """
+    if not 0.0 <= decay <= 1.0:
+        raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
+    ema_params, params = list(ema_params), list(params)
+    if len(ema_params) != len(params):
+        raise ValueError(f"got {len(ema_params)} EMA tensors for {len(params)} parameters")
+    for e, p in zip(ema_params, params):
+        e.lerp_(p.detach(), 1.0 - decay)  # e + (1 - decay)(p - e)
+
+
 def to_device(batch, device):
     """Move every tensor inside ``batch`` (tensor, tuple, list or dict) to ``device``."""
     if isinstance(batch, torch.Tensor):

@@ -119,3 +119,19 @@ def test_bad_arguments():
         train(model, loss_fn, 3, steps=1, progress=False)
     with pytest.raises(FloatingPointError, match="at step 0"):
         train(model, lambda m, b: m(b[0]).sum() * float("nan"), batches, steps=1, progress=False)
+
+
+def test_ema_update_moves_towards_the_weights():
+    from course_lib.train import ema_update
+
+    ema = [torch.zeros(3), torch.full((2, 2), 4.0)]
+    params = [torch.ones(3, requires_grad=True), torch.zeros(2, 2, requires_grad=True)]
+    ema_update(ema, params, decay=0.9)
+    assert torch.allclose(ema[0], torch.full((3,), 0.1))  # 0.9 · 0 + 0.1 · 1
+    assert torch.allclose(ema[1], torch.full((2, 2), 3.6))  # 0.9 · 4 + 0.1 · 0
+    ema_update(ema, params, decay=0.0)  # decay 0: a copy of the weights
+    assert torch.equal(ema[0], params[0].detach())
+    with pytest.raises(ValueError, match="decay must be in"):
+        ema_update(ema, params, decay=1.5)
+    with pytest.raises(ValueError, match="EMA tensors for"):
+        ema_update(ema[:1], params, decay=0.5)

@@ -49,11 +49,26 @@ def test_training_is_deterministic_and_keyed_by_config(zoo_cache, tmp_path, monk
     for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), k
     # another config is another cache entry (so it is trained, never confused with this one)
-    from course_lib.zoo.cache import cache_path
+    first = sorted((tmp_path / "other").glob("tiny-gpt-*.safetensors"))
+    assert len(first) == 1
+    zoo.load("tiny-gpt", progress=False, **{**TINY, "seed": 1})
+    both = sorted((tmp_path / "other").glob("tiny-gpt-*.safetensors"))
+    assert len(both) == 2 and first[0] in both
+
+
+def test_cache_key_covers_config_data_and_recipe():
+    from course_lib.zoo.cache import cache_path, fingerprint
 
     cfg = tiny_gpt.TinyGPTConfig(**TINY)
-    other = tiny_gpt.TinyGPTConfig(**{**TINY, "seed": 1})
-    assert cache_path("tiny-gpt", cfg).exists() and not cache_path("tiny-gpt", other).exists()
+    base = cache_path("tiny-gpt", cfg, data=fingerprint("some text"), recipe=1)
+    assert base == cache_path("tiny-gpt", cfg, data=fingerprint("some text"), recipe=1)
+    assert base != cache_path("tiny-gpt", cfg, data=fingerprint("other text"), recipe=1)
+    assert base != cache_path("tiny-gpt", cfg, data=fingerprint("some text"), recipe=2)
+    assert base != cache_path("tiny-gpt", tiny_gpt.TinyGPTConfig(**{**TINY, "seed": 1}),
+                              data=fingerprint("some text"), recipe=1)
+    assert fingerprint(torch.zeros(2)) != fingerprint(torch.zeros(2, 1))  # the shape counts too
+    with pytest.raises(TypeError, match="can only fingerprint"):
+        fingerprint(3.0)
 
 
 def test_bad_options(zoo_cache):
@@ -64,10 +79,10 @@ def test_bad_options(zoo_cache):
 
 
 def test_corrupt_cache_is_reported(zoo_cache):
-    from course_lib.zoo.cache import cache_path, save_tensors
+    from course_lib.zoo.cache import cache_dir, save_tensors
 
     model, _ = zoo.load("tiny-gpt", progress=False, **TINY)
-    cfg = tiny_gpt.TinyGPTConfig(**TINY)
-    save_tensors(cache_path("tiny-gpt", cfg), {"wte.weight": torch.zeros(3, 3)})
-    with pytest.raises(ValueError, match="do not fit the model: missing"):
+    (weights,) = cache_dir().glob("tiny-gpt-*.safetensors")
+    save_tensors(weights, {"wte.weight": torch.zeros(3, 3)})
+    with pytest.raises(KeyError, match="cached tiny-gpt weights: state dict does not match: missing"):
         zoo.load("tiny-gpt", **TINY)

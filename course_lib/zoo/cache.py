@@ -21,17 +21,44 @@ def cache_dir() -> Path:
     return path
 
 
-def config_key(config) -> str:
-    """A short stable hash of a config (a dataclass or a JSON-able dict)."""
+def config_key(config, extra: dict | None = None) -> str:
+    """A short stable hash of a config (a dataclass or a JSON-able dict), plus ``extra``."""
     if dataclasses.is_dataclass(config):
         config = dataclasses.asdict(config)
+    if extra:
+        config = {"config": config, **extra}
     blob = json.dumps(config, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def cache_path(name: str, config, suffix: str = ".safetensors") -> Path:
-    """``<cache>/<name>-<hash of config><suffix>``"""
-    return cache_dir() / f"{name}-{config_key(config)}{suffix}"
+def fingerprint(*items) -> str:
+    """A short hash of tensors and strings: what a model was trained on.
+
+    It goes into the cache key next to the config, so that a change in the data
+    (a new corpus split, a change to ``make_shapes``) trains a new model instead
+    of loading one trained on the old data.
+    """
+    h = hashlib.sha256()
+    for item in items:
+        if isinstance(item, torch.Tensor):
+            h.update(str((item.dtype, tuple(item.shape))).encode())
+            h.update(item.detach().cpu().contiguous().numpy().tobytes())
+        elif isinstance(item, str):
+            h.update(item.encode())
+        elif isinstance(item, (list, tuple)):
+            h.update(fingerprint(*item).encode())
+        else:
+            raise TypeError(f"can only fingerprint tensors, strings and lists of them, got {type(item).__name__}")
+    return h.hexdigest()[:12]
+
+
+def cache_path(name: str, config, suffix: str = ".safetensors", *, data: str | None = None,
+               recipe: int | None = None) -> Path:
+    """``<cache>/<name>-<key><suffix>``, the key hashing the config and, when given,
+    ``data`` (a ``fingerprint`` of the training data) and ``recipe`` (a version number
+    of the training code, raised whenever that code changes what it trains)."""
+    extra = {k: v for k, v in (("data", data), ("recipe", recipe)) if v is not None}
+    return cache_dir() / f"{name}-{config_key(config, extra)}{suffix}"
 
 
 def _atomic_write(path: Path, write) -> None:

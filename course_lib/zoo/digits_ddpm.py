@@ -24,7 +24,6 @@ and the training time atomically under a name keyed by the config.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
 
@@ -34,8 +33,12 @@ from torch import nn
 from ..data.images import load_digits_tensor
 from ..device import get_device
 from ..diffusion import ClassifierFreeGuidance, DDIMSampler, DDPMSampler, diffusion_loss, make_betas
+from ..checkpoint import load_strict
+from ..train import ema_update, lr_at
 from ..unet import UNetConfig, UNetModel
-from .cache import cache_path, load_tensors, save_tensors
+from .cache import cache_path, fingerprint, load_tensors, save_tensors
+
+RECIPE = 2  # version of the training code; part of the cache key (raise it when training changes)
 
 __all__ = ["DigitsDDPMConfig", "LabelConditionedUNet", "DigitsDiffusion", "load", "train",
            "digit_classifier", "classify", "NULL_LABEL"]
@@ -149,14 +152,6 @@ class DigitsDiffusion:
         return out.clamp(-1, 1)  # x̂₀ is clipped each step; the last step can overshoot by ~1e-3
 
 
-def _lr_at(step: int, config: DigitsDDPMConfig) -> float:
-    """Linear warmup, then cosine decay to 10% of the peak."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def train(config: DigitsDDPMConfig, device: torch.device | None = None, progress: bool = True):
     """Train from scratch: returns (EMA model, loss history, seconds). Deterministic given the config."""
     from tqdm.auto import tqdm
@@ -181,14 +176,12 @@ def train(config: DigitsDDPMConfig, device: torch.device | None = None, progress
         x0, y, t, noise = x0.to(device), y.to(device), t.to(device), noise.to(device)
         loss = diffusion_loss(lambda x_t, tt: model(x_t, tt, y), x0, alphas_cumprod, t=t, noise=noise)
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, config)
+            group["lr"] = lr_at(step, config.lr, config.steps, config.warmup_steps, min_lr_ratio=0.1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         decay = min(config.ema_decay, (1 + step) / (10 + step))  # short memory while the weights move fast
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters()):
-                p_ema.lerp_(p, 1 - decay)
+        ema_update(ema.parameters(), model.parameters(), decay)
         history.append(loss.item())
     return ema, history, time.perf_counter() - start
 
@@ -208,19 +201,14 @@ def load(config: DigitsDDPMConfig | None = None, device: torch.device | None = N
                          f"{[f.name for f in dataclasses.fields(DigitsDDPMConfig)]}")
     config = dataclasses.replace(config, **overrides)
     device = device or get_device()
-    path = cache_path("digits-ddpm", dataclasses.asdict(config))
+    path = cache_path("digits-ddpm", dataclasses.asdict(config), recipe=RECIPE,
+                      data=fingerprint(*load_digits_tensor(config.image_size)))
     if path.exists() and not retrain:
         tensors, meta = load_tensors(path)
+        history = tensors.pop("loss_history")
         model = LabelConditionedUNet(config)
-        expected = model.state_dict()
-        missing, extra = set(expected) - set(tensors), set(tensors) - set(expected) - {"loss_history"}
-        bad = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
-        if missing or extra or bad:
-            raise ValueError(f"cached checkpoint {path} does not fit the model: missing {sorted(missing)}, "
-                             f"unexpected {sorted(extra)}, shape mismatches "
-                             f"{[(k, tuple(tensors[k].shape), tuple(expected[k].shape)) for k in bad]}")
-        model.load_state_dict({k: tensors[k] for k in expected}, strict=True)
-        return DigitsDiffusion(model.to(device), config, tensors["loss_history"].tolist(), meta["train_seconds"])
+        load_strict(model, tensors, f"cached checkpoint {path.name}")
+        return DigitsDiffusion(model.to(device), config, history.tolist(), meta["train_seconds"])
     model, history, seconds = train(config, device, progress)
     tensors = {k: v for k, v in model.state_dict().items()}
     tensors["loss_history"] = torch.tensor(history)

@@ -23,7 +23,10 @@ import torch.nn.functional as F
 from ..data.text import TokenWindows, load_documents, split_documents
 from ..gpt2 import GPTModel, generate
 from ..tokenizer import BPETokenizer
-from .cache import cache_path, load_tensors, save_json, save_tensors
+from ..checkpoint import load_strict
+from .cache import cache_path, fingerprint, load_tensors, save_json, save_tensors
+
+RECIPE = 1  # version of the training code; part of the cache key (raise it when training changes)
 
 __all__ = ["TinyGPTConfig", "load", "encode_documents", "validation_loss"]
 
@@ -78,7 +81,7 @@ def validation_loss(model: GPTModel, tokens: torch.Tensor, block_size: int, batc
 def _tokenizer(cfg: TinyGPTConfig, train_text: str) -> BPETokenizer:
     """Train the BPE tokenizer, or read it from the cache."""
     key = {k: getattr(cfg, k) for k in ("domain", "vocab_size", "max_train_chars", "python", "seed")}
-    path = cache_path("tiny-gpt-tokenizer", key, ".json")
+    path = cache_path("tiny-gpt-tokenizer", key, ".json", data=fingerprint(train_text))
     if path.exists():
         return BPETokenizer.load(path)
     tok = BPETokenizer.train(train_text, cfg.vocab_size)
@@ -159,11 +162,12 @@ def load(config: TinyGPTConfig | None = None, device=None, progress: bool = True
                         f"options: {[f.name for f in dataclasses.fields(TinyGPTConfig)]}")
     cfg = dataclasses.replace(cfg, **overrides)
     device = torch.device(device or "cpu")
-    weights, info_path = cache_path("tiny-gpt", cfg), cache_path("tiny-gpt", cfg, ".json")
-
     train_docs, val_docs = split_documents(load_documents(cfg.domain), seed=cfg.seed)
     if cfg.max_train_chars is not None:
         train_docs = _truncate(train_docs, cfg.max_train_chars)
+    data = fingerprint(train_docs, val_docs)  # the corpus is part of the key: new text, new model
+    weights, info_path = (cache_path("tiny-gpt", cfg, suffix, data=data, recipe=RECIPE)
+                          for suffix in (".safetensors", ".json"))
     tok = _tokenizer(cfg, "\n\n".join(train_docs))
 
     if weights.exists() and info_path.exists():
@@ -171,7 +175,7 @@ def load(config: TinyGPTConfig | None = None, device=None, progress: bool = True
 
         model = _build(cfg)
         state, _ = load_tensors(weights)
-        _load_strict(model, state)
+        load_strict(model, state, "cached tiny-gpt weights")
         model.zoo_info = {**json.loads(info_path.read_text()), "from_cache": True}
         return model.to(device).eval(), tok
 
@@ -191,14 +195,3 @@ def _truncate(docs: list[str], max_chars: int) -> list[str]:
         out.append(d[: max_chars - total])
         total += len(out[-1])
     return out
-
-
-def _load_strict(model: torch.nn.Module, state: dict) -> None:
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    bad = [f"{k}: cached {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-           for k in set(own) & set(state) if own[k].shape != state[k].shape]
-    if missing or unexpected or bad:
-        raise ValueError(f"cached tiny-gpt weights do not fit the model: missing {missing}, "
-                         f"unexpected {unexpected}, shape mismatches {bad}")
-    model.load_state_dict(state)
