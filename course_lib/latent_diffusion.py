@@ -21,6 +21,9 @@ On top of text-to-image, three ways to start from a picture:
   and denoise again (``jump_n_sample`` passes in all), so the generated region has
   time to agree with the known one.
 
+Both inpainting methods first ``erase`` the masked pixels (the mean colour of the
+rest), so that nothing of the old content reaches the latents they keep.
+
 Cross-attention maps (what each prompt token looks at, per latent pixel) are
 recorded with ``record_attention=True`` and kept in ``ldm.attention``.
 
@@ -42,7 +45,8 @@ import torch.nn.functional as F
 
 from .diffusion import ClassifierFreeGuidance, DDIMSampler, StepInfo, Trajectory, make_betas
 
-__all__ = ["LatentDiffusion", "CrossAttentionMaps", "load_stable_diffusion", "SD15_REPO", "repaint_schedule"]
+__all__ = ["LatentDiffusion", "CrossAttentionMaps", "load_stable_diffusion", "SD15_REPO", "repaint_schedule",
+           "erase"]
 
 SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
@@ -67,6 +71,20 @@ class CrossAttentionMaps:
                 continue
             out.append((tok, self.maps[b, i]))
         return out
+
+
+def erase(image: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
+    """Fill the masked pixels with the mean colour of the kept ones (per image).
+
+    What is under the mask is unknown by definition, and it must not reach the
+    known latents: the VAE encoder's receptive field, and its mid-block
+    self-attention, spread every pixel over many latents, so the old content would
+    tint the new one (an old green shape turns a prompted purple one blue).
+    image: [B, 3, H, W]; pixel_mask: [B, 1, H, W] floats, 1 = masked.
+    """
+    keep = 1 - pixel_mask
+    mean = (image * keep).sum((2, 3), keepdim=True) / keep.sum((2, 3), keepdim=True).clamp(min=1)  # [B, 3, 1, 1]
+    return image * keep + mean * pixel_mask
 
 
 def repaint_schedule(n_steps: int, jump_length: int, jump_n_sample: int) -> list[int]:
@@ -353,7 +371,7 @@ class LatentDiffusion:
         prompts = self._prompts_for(prompt, image.shape[0])
         eta = (0.0 if method == "blend" else 1.0) if eta is None else eta
         sampler = self._sampler(n_steps, eta)
-        z_known = self.encode(image)  # [B, C, h, w]
+        z_known = self.encode(erase(image, self._pixel_mask(mask, image)))  # [B, C, h, w]
         ids = self.tokenize(prompts)
         cond = self.text_encoder(ids.to(self.device)).to(self.dtype)
         eps_fn = self._eps_fn(cond, guidance_scale, record_attention)

@@ -8,7 +8,7 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
-from course_lib.latent_diffusion import LatentDiffusion, load_stable_diffusion, repaint_schedule  # noqa: E402
+from course_lib.latent_diffusion import LatentDiffusion, erase, load_stable_diffusion, repaint_schedule  # noqa: E402
 
 PROMPTS = ["a red circle", "red"]
 
@@ -133,11 +133,37 @@ def test_image_to_image_and_inpaint_run(ldm):
                               output_type="latent", return_trajectory=True)
         keep = ldm.latent_mask(mask, image) == 0  # [B, 1, 8, 8]
         assert keep.sum() == 2 * (64 - 9)  # pixels 4..9 cover latent cells 2..4 at least half
-        known = ldm.encode(image)
+        known = ldm.encode(erase(image, mask.expand(2, 1, 16, 16)))
         # outside the mask the final latents are exactly the known ones
         torch.testing.assert_close(z * keep, known * keep)
         assert not torch.allclose(z, known)
     assert len(traj.timesteps) == 4 + 2  # repaint re-ran the steps after its jump
+
+
+def test_erase_fills_the_mask_with_the_mean_of_the_rest():
+    image = torch.rand(2, 3, 8, 8) * 2 - 1
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[0, :, 2:5, 2:5] = 1
+    mask[1, :, :, :4] = 1
+    out = erase(image, mask)
+    keep = mask == 0
+    torch.testing.assert_close(out[keep.expand_as(out)], image[keep.expand_as(image)])  # kept: untouched
+    for b in range(2):
+        kept = image[b][:, keep[b, 0]]  # [3, n_kept]
+        filled = out[b][:, ~keep[b, 0]]  # [3, n_masked]
+        torch.testing.assert_close(filled, kept.mean(1, keepdim=True).expand_as(filled))
+
+
+def test_inpaint_does_not_see_under_the_mask(ldm):
+    a = torch.rand(1, 3, 16, 16) * 2 - 1
+    mask = torch.zeros(16, 16)
+    mask[4:12, 4:12] = 1
+    b = a.clone()
+    b[..., 4:12, 4:12] = torch.rand(3, 8, 8)  # other content under the mask only
+    outs = [ldm.inpaint(x, mask, "a red circle", n_steps=3, generator=torch.Generator().manual_seed(0),
+                        output_type="latent") for x in (a, b)]
+    torch.testing.assert_close(outs[0], outs[1])
+    assert not torch.allclose(ldm.encode(a), ldm.encode(b))  # without erasing, the latents would differ
 
 
 def test_repaint_schedule():
