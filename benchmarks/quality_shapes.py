@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-
 class ShapeJudge(nn.Module):
     """Conv net: image [B, 3, 32, 32] -> (colour logits [B, 5], kind logits [B, 3])."""
 
@@ -122,9 +121,8 @@ def shape_masks(lab: dict, how: str = "room", size: int = 32) -> torch.Tensor:
         boxes = [(x0 - 2, y0 - 2, x1 + 2, y1 + 2) for x0, y0, x1, y1 in lab["bbox"].tolist()]
     else:
         half = 1.2 * lab["radius"] + 2  # [N]
-        (cx, cy), boxes = lab["center"].T, []
-        for corners in torch.stack([cx - half, cy - half, cx + half, cy + half], 1).round().long().tolist():
-            boxes.append(tuple(corners))
+        cx, cy = lab["center"].T  # [N] each
+        boxes = torch.stack([cx - half, cy - half, cx + half, cy + half], 1).round().long().tolist()
     mask = torch.zeros(len(boxes), 1, size, size)
     for i, (x0, y0, x1, y1) in enumerate(boxes):
         mask[i, :, max(y0, 0):y1, max(x0, 0):x1] = 1
@@ -172,8 +170,11 @@ def run() -> dict:
     load_seconds = time.perf_counter() - start
     judge, judge_acc = train_judge()
     t2i = text_to_image(ldm, judge)
-    inpaint = {f"inpainting_{method}" + ("" if mask == "room" else f"_{mask}_mask"):
-               inpainting(ldm, judge, method, mask=mask) for mask in ("room", "bbox") for method in ("blend", "repaint")}
+    inpaint = {}  # "inpainting_blend", "inpainting_repaint" (room masks: the bar), then the bbox-mask runs
+    for mask in MASKS:
+        for method in ("blend", "repaint"):
+            name = f"inpainting_{method}" if mask == "room" else f"inpainting_{method}_{mask}_mask"
+            inpaint[name] = inpainting(ldm, judge, method, mask=mask)
     meets = [r["method"] for r in inpaint.values() if r["mask"] == "room" and r["mse_pass"] and r["in_mask_pass"]]
     return {
         "model": "shapes-ldm", "load_or_train_seconds": round(load_seconds, 1),

@@ -46,15 +46,22 @@ PARTS = {
 }
 
 
+def part_of(name: str) -> str | None:
+    """The PARTS key of a sub-module: its own name (``...attn1``), or the name of the
+    ModuleList it is an element of (``down_blocks.0.resnets.1`` -> ``resnets``)."""
+    parts = name.split(".")
+    if parts[-1] in PARTS:
+        return parts[-1]
+    if len(parts) > 1 and parts[-1].isdigit() and parts[-2] in PARTS:
+        return parts[-2]
+    return None
+
+
 def breakdown(model, run, repeats: int) -> dict:
     """Mean ms per forward spent inside each part of PARTS (hooks on the named children)."""
     total, started, handles = defaultdict(float), {}, []
     for name, module in model.named_modules():
-        parts = name.split(".")
-        # a part is a module whose own name is in PARTS, or an element of a
-        # ModuleList whose name is (e.g. down_blocks.0.resnets.1)
-        key = parts[-1] if parts[-1] in PARTS else parts[-2] if len(parts) > 1 and parts[-2] in PARTS \
-            and parts[-1].isdigit() else None
+        key = part_of(name)
         if key is None or isinstance(module, torch.nn.ModuleList):
             continue
         handles.append(module.register_forward_pre_hook(

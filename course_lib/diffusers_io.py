@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import load_strict  # noqa: F401  (re-exported: the strict loader lives there)
+from .checkpoint import load_strict
 
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 

@@ -10,7 +10,6 @@ TINY = dict(block_out_channels=(8, 16), norm_num_groups=4, cond_dim=8, steps=3, 
 
 def test_trains_caches_and_reloads(zoo_cache, monkeypatch):
     model = load("digits-ddpm", device=torch.device("cpu"), progress=False, **TINY)
-    config = model.config
     assert len(list(zoo_cache.glob("digits-ddpm-*.safetensors"))) == 1
     assert len(model.loss_history) == 3 and model.train_seconds > 0
     assert model.betas.shape == (1000,)

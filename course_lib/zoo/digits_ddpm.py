@@ -30,10 +30,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..checkpoint import load_strict
 from ..data.images import load_digits_tensor
 from ..device import get_device
 from ..diffusion import ClassifierFreeGuidance, DDIMSampler, DDPMSampler, diffusion_loss, make_betas
-from ..checkpoint import load_strict
 from ..train import ema_update, lr_at
 from ..unet import UNetConfig, UNetModel
 from .cache import cache_path, fingerprint, load_tensors, save_tensors

@@ -28,13 +28,13 @@ import torch
 import torch.nn.functional as F
 
 from ..autoencoder import Autoencoder, AutoencoderConfig
+from ..checkpoint import load_strict
 from ..clip import CLIPTextConfig, CLIPTextEncoder, WordTokenizer, shapes_tokenizer
 from ..data.shapes import make_shapes
 from ..diffusion import make_betas, q_sample
 from ..latent_diffusion import LatentDiffusion
-from ..unet import UNetConfig, UNetModel
-from ..checkpoint import load_strict
 from ..train import ema_update, lr_at
+from ..unet import UNetConfig, UNetModel
 from .cache import cache_path, fingerprint, load_tensors, save_tensors
 
 # Version of the training code below. Raise it whenever a change to it changes the
@@ -113,11 +113,9 @@ def _set_lr(opt: torch.optim.Optimizer, step: int, steps: int, lr: float, warmup
         group["lr"] = lr_at(step, lr, steps, min(warmup, steps), min_lr_ratio=0.1)
 
 
-def _data_key(cfg) -> str:
+def _data_key(seed: int, size: int) -> str:
     """Fingerprint of the generator's first images: a change to ``make_shapes`` changes the cache key."""
-    images, captions = make_shapes(4, seed=cfg.seed, size=cfg.image_size if hasattr(cfg, "image_size")
-                                   else cfg.vae.image_size)
-    return fingerprint(images, captions)
+    return fingerprint(*make_shapes(4, seed=seed, size=size))
 
 
 # ------------------------------------------------------------------------------ the autoencoder
@@ -158,7 +156,7 @@ def train_vae(config: ShapesVAEConfig | None = None, progress: bool = True) -> t
 def load_vae(config: ShapesVAEConfig | dict | None = None, progress: bool = True, retrain: bool = False) -> Autoencoder:
     """The trained shapes autoencoder (``zoo.load("shapes-vae")``): trains and caches on first use."""
     cfg = _check_config(config, ShapesVAEConfig)
-    path = cache_path("shapes-vae", cfg, data=_data_key(cfg), recipe=RECIPE)
+    path = cache_path("shapes-vae", cfg, data=_data_key(cfg.seed, cfg.image_size), recipe=RECIPE)
     if path.exists() and not retrain:
         state, meta = load_tensors(path)
         model = Autoencoder(cfg.autoencoder_config(meta["scaling_factor"]))
@@ -259,7 +257,7 @@ def load_ldm(config: ShapesLDMConfig | dict | None = None, progress: bool = True
     if isinstance(cfg.vae, dict):
         cfg = dataclasses.replace(cfg, vae=ShapesVAEConfig(**cfg.vae))
     vae = load_vae(cfg.vae, progress)
-    path = cache_path("shapes-ldm", cfg, data=_data_key(cfg), recipe=RECIPE)
+    path = cache_path("shapes-ldm", cfg, data=_data_key(cfg.seed, cfg.vae.image_size), recipe=RECIPE)
     if path.exists() and not retrain:
         state, meta = load_tensors(path)
         tokenizer = WordTokenizer.from_dict(meta["tokenizer"])

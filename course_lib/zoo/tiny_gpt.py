@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..checkpoint import load_strict
 from ..data.text import TokenWindows, load_documents, split_documents
 from ..gpt2 import GPTModel, generate
 from ..tokenizer import BPETokenizer
-from ..checkpoint import load_strict
 from .cache import cache_path, fingerprint, load_tensors, save_json, save_tensors
 
 RECIPE = 1  # version of the training code; part of the cache key (raise it when training changes)
