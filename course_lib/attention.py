@@ -93,10 +93,14 @@ class MultiHeadAttention(nn.Module):
     ``F.scaled_dot_product_attention`` (same numbers, less memory, faster).
     With ``record_weights = True`` the next forward stores the attention weights
     ``[B, H, T_q, T_k]`` in ``last_weights`` (it then uses the written-out path).
+    ``upcast=True`` computes the scores, softmax and weighted sum in float32 even
+    when the model runs in float16/bfloat16 (Stable Diffusion 2.1's
+    ``upcast_attention``: its 64-wide heads overflow fp16 in QKᵀ otherwise).
     """
 
     def __init__(self, d_model: int, n_heads: int, kv_dim: int | None = None,
-                 qkv_bias: bool = True, out_bias: bool = True, use_sdpa: bool = True):
+                 qkv_bias: bool = True, out_bias: bool = True, use_sdpa: bool = True,
+                 upcast: bool = False):
         super().__init__()
         if not isinstance(n_heads, int) or n_heads < 1:
             raise ValueError(f"n_heads must be a positive int, got {n_heads!r}")
@@ -113,6 +117,7 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(kv_dim, d_model, bias=qkv_bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=out_bias)
         self.use_sdpa = use_sdpa
+        self.upcast = bool(upcast)
         self.record_weights = False
         self.last_weights: torch.Tensor | None = None
 
@@ -141,6 +146,8 @@ class MultiHeadAttention(nn.Module):
         mask = self.build_mask(b, t_q, t_k, causal, key_padding_mask, attn_mask, x.device)
         if mask is not None:  # e.g. an attn_mask [3, T_q, T_k] with B = 2: say so here
             _check_mask(mask, (b, self.n_heads, t_q, t_k))
+        if self.upcast:  # scores, softmax and the weighted sum in float32
+            q, k, v = q.float(), k.float(), v.float()
 
         if self.record_weights or not self.use_sdpa:
             out, weights = scaled_dot_product_attention(q, k, v, mask)
@@ -149,7 +156,7 @@ class MultiHeadAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             if mask is not None:  # match the written-out path on fully masked rows
                 out = out.masked_fill(~mask.any(-1, keepdim=True), 0.0)
-        return self.out_proj(self.merge_heads(out))  # [B, T_q, d_model]
+        return self.out_proj(self.merge_heads(out).to(x.dtype))  # [B, T_q, d_model]
 
     @staticmethod
     def build_mask(b, t_q, t_k, causal, key_padding_mask, attn_mask, device):

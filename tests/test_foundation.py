@@ -1,0 +1,86 @@
+"""Shared helpers: argument checks, noise on the generator's device, seeded blocks,
+dtype choice by device capability, parameter counts, progress bars."""
+
+import pytest
+import torch
+from torch import nn
+
+from course_lib import device as dev
+from course_lib.checks import check_choice, check_int, check_number, check_probability
+from course_lib.params import count_parameters
+from course_lib.progress import progress_bar
+
+
+def test_check_int_names_the_argument_and_the_range():
+    assert check_int("k", 3, 1) == 3
+    with pytest.raises(TypeError, match="k must be an int"):
+        check_int("k", True, 1)
+    with pytest.raises(ValueError, match=r"n_steps must be in \[1, 1000\], got 0"):
+        check_int("n_steps", 0, 1, 1000)
+
+
+def test_check_number_and_probability():
+    assert check_number("t", 2, low=0, low_open=True) == 2.0
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        check_number("temperature", 0.0, low=0, low_open=True)
+    with pytest.raises(ValueError, match="finite"):
+        check_number("x", float("nan"))
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+        check_probability("top_p", 1.5)
+    with pytest.raises(ValueError, match="'ddim', 'ddpm'"):
+        check_choice("sampler", "euler", ("ddim", "ddpm"))
+
+
+def test_randn_draws_where_the_generator_lives_then_moves():
+    g = torch.Generator().manual_seed(0)
+    on_meta = dev.randn((2, 3), generator=g, device="meta")  # a device other than the generator's
+    assert on_meta.device.type == "meta" and on_meta.shape == (2, 3)
+    a = dev.randn((2, 3), generator=torch.Generator().manual_seed(0), device="cpu", dtype=torch.float64)
+    b = torch.randn((2, 3), generator=torch.Generator().manual_seed(0)).double()
+    assert a.dtype == torch.float64 and torch.equal(a, b)
+    with pytest.raises(TypeError, match="generator"):
+        dev.randn((2,), generator=0)
+
+
+def test_seeded_is_repeatable_and_restores_the_global_state():
+    torch.manual_seed(123)
+    expected_next = torch.randn(3)
+    torch.manual_seed(123)
+    with dev.seeded(0):
+        first = torch.randn(2)
+    with dev.seeded(0):
+        second = torch.randn(2)
+    assert torch.equal(first, second)
+    assert torch.equal(torch.randn(3), expected_next)  # as if the blocks never ran
+
+
+def test_amp_dtype_by_capability(monkeypatch):
+    assert dev.amp_dtype("cpu") == torch.float32
+    assert dev.amp_dtype("mps") == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # a T4
+    assert dev.amp_dtype("cuda") == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # an A100
+    assert dev.amp_dtype("cuda") == torch.bfloat16
+    with dev.autocast("cpu"):  # float32 on the CPU: no autocast at all
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_count_parameters_counts_tied_weights_once():
+    emb = nn.Embedding(10, 4)
+    head = nn.Linear(4, 10, bias=False)
+    head.weight = emb.weight
+    model = nn.ModuleDict({"emb": emb, "head": head, "ln": nn.LayerNorm(4)})
+    model["ln"].requires_grad_(False)
+    count = count_parameters(model)
+    assert count.total == 40 + 8 and count.trainable == 40
+    assert abs(count.fraction - 40 / 48) < 1e-12
+
+
+def test_progress_bar_outside_a_notebook_and_disabled(capsys):
+    with progress_bar(3, "demo") as bar:
+        for _ in range(3):
+            bar.update(1, loss="0.5")
+    assert "demo" in capsys.readouterr().err
+    with progress_bar(3, "quiet", disable=True) as bar:
+        bar.update(3)
+    assert capsys.readouterr().err == ""
