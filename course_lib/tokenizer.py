@@ -229,7 +229,7 @@ class BPETokenizer:
 
     def save(self, path) -> None:
         """Save as JSON (merges, pattern, special tokens), written atomically."""
-        from .zoo.cache import save_json
+        from .checkpoint import save_json
 
         save_json(Path(path), self.to_dict())
 

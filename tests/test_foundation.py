@@ -84,3 +84,16 @@ def test_progress_bar_outside_a_notebook_and_disabled(capsys):
     with progress_bar(3, "quiet", disable=True) as bar:
         bar.update(3)
     assert capsys.readouterr().err == ""
+
+
+def test_atomic_files_round_trip_and_a_truncated_file_is_named(tmp_path):
+    from course_lib.checkpoint import DamagedFileError, load_tensors, save_tensors
+
+    path = tmp_path / "w.safetensors"
+    save_tensors(path, {"a": torch.arange(6.0).view(2, 3)}, {"note": {"x": 1}})
+    tensors, meta = load_tensors(path)
+    assert torch.equal(tensors["a"], torch.arange(6.0).view(2, 3)) and meta == {"note": {"x": 1}}
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # no temporary file left behind
+    path.write_bytes(path.read_bytes()[:-10])  # truncated, as by a full disk or a killed copy
+    with pytest.raises(DamagedFileError, match="w.safetensors"):
+        load_tensors(path)

@@ -6,11 +6,11 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+
+from ..checkpoint import load_tensors, save_json, save_tensors  # noqa: F401  (the zoo's file format)
 
 
 def cache_dir() -> Path:
@@ -59,37 +59,3 @@ def cache_path(name: str, config, suffix: str = ".safetensors", *, data: str | N
     of the training code, raised whenever that code changes what it trains)."""
     extra = {k: v for k, v in (("data", data), ("recipe", recipe)) if v is not None}
     return cache_dir() / f"{name}-{config_key(config, extra)}{suffix}"
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)  # atomic on POSIX and Windows
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
-    """Atomically save a flat dict of tensors (safetensors) with string metadata."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
-    _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
-
-
-def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Inverse of ``save_tensors``: ``(tensors, metadata)``."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
-    return load_file(str(path)), meta
-
-
-def save_json(path: Path, obj) -> None:
-    """Atomically save a JSON file."""
-    text = json.dumps(obj, indent=1, sort_keys=True)
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
