@@ -21,7 +21,7 @@ import random
 import numpy as np
 import torch
 
-from .checks import check_int
+from .checks import check_generator, check_int
 
 __all__ = ["get_device", "amp_dtype", "autocast", "randn", "seeded", "seed_everything"]
 
@@ -70,8 +70,7 @@ def randn(shape, generator: torch.Generator | None = None, device=None,
     same seed. Drawing where the generator lives and moving the result makes a
     seeded CPU generator give the same noise for a model on any device.
     """
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    check_generator(generator)
     device = torch.device("cpu") if device is None else torch.device(device)
     draw_on = generator.device if generator is not None else device
     noise = torch.randn(tuple(shape), generator=generator, device=draw_on, dtype=torch.float32)
