@@ -59,17 +59,22 @@ def _use_sdpa(model: torch.nn.Module, flag: bool) -> None:
             m.use_sdpa = flag
 
 
+def _randomise(model: torch.nn.Module, seed: int, std: float) -> None:
+    """Every tensor random: weights and biases N(0, std²), LayerNorm gains uniform in [0.5, 1.5]."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ("ln_" in name or "norm" in name) and name.endswith("weight"):
+                p.copy_(0.5 + torch.rand(p.shape, generator=g))
+            else:
+                p.copy_(std * torch.randn(p.shape, generator=g))
+
+
 def _random_gpt2(seed: int, n_layer: int = 4) -> transformers.GPT2LMHeadModel:
     cfg = transformers.GPT2Config(vocab_size=101, n_embd=64, n_head=4, n_layer=n_layer, n_positions=128,
                                   bos_token_id=0, eos_token_id=0, pad_token_id=0)
     hf = transformers.GPT2LMHeadModel(cfg).eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # every tensor random: LayerNorm gains away from 1
-        for name, p in hf.named_parameters():
-            if ".ln_" in name and name.endswith("weight"):
-                p.copy_(0.5 + torch.rand(p.shape, generator=g))
-            else:
-                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+    _randomise(hf, seed, std=0.2)
     return hf
 
 
@@ -125,13 +130,7 @@ def _random_clip(seed: int, act: str) -> transformers.CLIPTextModel:
                                       num_attention_heads=4, max_position_embeddings=77, hidden_act=act,
                                       bos_token_id=0, eos_token_id=98, pad_token_id=1)
     hf = transformers.CLIPTextModel(cfg).eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if "norm" in name and name.endswith("weight"):
-                p.copy_(0.5 + torch.rand(p.shape, generator=g))
-            else:
-                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    _randomise(hf, seed, std=0.3)
     return hf
 
 
