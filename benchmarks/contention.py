@@ -48,7 +48,9 @@ def variants() -> dict[str, dict]:
         f"threads={n} (torch default)": {"threads": n, "env": {}},
         "threads=1": {"threads": 1, "env": {}},
         f"threads={n}, OMP_WAIT_POLICY=PASSIVE": {"threads": n, "env": {"OMP_WAIT_POLICY": "PASSIVE"}},
+        "threads=1, OMP_WAIT_POLICY=PASSIVE": {"threads": 1, "env": {"OMP_WAIT_POLICY": "PASSIVE"}},
         "auto (train's default)": {"threads": "auto", "env": {}},
+        "auto, OMP_WAIT_POLICY=PASSIVE": {"threads": "auto", "env": {"OMP_WAIT_POLICY": "PASSIVE"}},
     }
 
 
@@ -134,10 +136,11 @@ def run_one(variant: dict, steps: int, contended: bool) -> dict:
     return {**result, "sec_per_step": result["seconds"] / steps, "load_average_before": [round(x, 2) for x in load_before]}
 
 
-def main(steps: int = 40, repeats: int = 1) -> dict:
+def main(steps: int = 40, repeats: int = 1, conditions=("idle", "contended"), only: str | None = None) -> dict:
+    chosen = {k: v for k, v in variants().items() if only is None or any(o in k for o in only.split("|"))}
     runs = []
-    for condition in ("idle", "contended"):
-        for name, variant in variants().items():
+    for condition in conditions:
+        for name, variant in chosen.items():
             for r in range(repeats):
                 res = run_one(variant, steps, condition == "contended")
                 runs.append({"condition": condition, "variant": name, "repeat": r,
@@ -145,11 +148,12 @@ def main(steps: int = 40, repeats: int = 1) -> dict:
                 print(f"{condition:9s} {name:40s} {res['seconds']:7.2f} s  (threads {res['threads_used']}, "
                       f"load {res['load_average_before'][0]})", file=sys.stderr, flush=True)
     summary = {}
-    for name in variants():
-        med = {c: statistics.median(r["seconds"] for r in runs if r["variant"] == name and r["condition"] == c)
-               for c in ("idle", "contended")}
-        summary[name] = {"idle_s": round(med["idle"], 2), "contended_s": round(med["contended"], 2),
-                         "slowdown": round(med["contended"] / med["idle"], 2)}
+    for name in chosen:
+        med = {c: round(statistics.median(r["seconds"] for r in runs if r["variant"] == name and r["condition"] == c), 2)
+               for c in conditions}
+        if len(med) == 2:
+            med["slowdown"] = round(med["contended"] / med["idle"], 2)
+        summary[name] = med
     return {
         "benchmark": "contention",
         "workload": f"tiny-gpt recipe (TinyGPTConfig defaults: d_model 128, 4 layers, 4 heads, context 128, "
@@ -169,6 +173,8 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-save", action="store_true")
+    parser.add_argument("--conditions", default="idle,contended", help="idle, contended or both (comma-separated)")
+    parser.add_argument("--only", help="run only the variants whose name contains one of these |-separated words")
     parser.add_argument("--worker", metavar="THREADS", help=argparse.SUPPRESS)
     parser.add_argument("--competitor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -177,7 +183,7 @@ if __name__ == "__main__":
     elif args.competitor:
         competitor()
     else:
-        res = main(args.steps, args.repeats)
+        res = main(args.steps, args.repeats, tuple(args.conditions.split(",")), args.only)
         text = json.dumps(res, indent=1)
         print(text)
         if not args.no_save:

@@ -165,26 +165,24 @@ class MultiHeadAttention(nn.Module):
         if cache is not None:  # the cached past and the new positions: [B, H, T_past + T_q, hd]
             k, v = cache.update(layer, k, v)
         b, t_q, t_k = x.shape[0], q.shape[2], k.shape[2]
-        only_causal = key_padding_mask is None and attn_mask is None
         if self.upcast:  # scores, softmax and the weighted sum in float32
             q, k, v = q.float(), k.float(), v.float()
-
-        if self.record_weights or not self.use_sdpa:
+        written_out = self.record_weights or not self.use_sdpa
+        plain_causal = causal and key_padding_mask is None and attn_mask is None
+        if not written_out and plain_causal and t_q in (1, t_k):
+            # SDPA's fast paths: one new query may see every key; with no cached past, is_causal
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=t_q > 1)
+        else:
             mask = self.build_mask(b, t_q, t_k, causal, key_padding_mask, attn_mask, x.device)
-            self._check_built_mask(mask, b, t_q, t_k)
-            # in float32 whatever the model's dtype, as SDPA's kernels accumulate
-            out, weights = scaled_dot_product_attention(q.float(), k.float(), v.float(), mask)
-            self.last_weights = weights.detach() if self.record_weights else None
-        elif causal and only_causal and t_q == 1:  # one new query: it may see every key there is
-            out = F.scaled_dot_product_attention(q, k, v)
-        elif causal and only_causal and t_q == t_k:  # no cached past: the plain causal mask
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:  # padding, a given mask, or several new queries after a cached past
-            mask = self.build_mask(b, t_q, t_k, causal, key_padding_mask, attn_mask, x.device)
-            self._check_built_mask(mask, b, t_q, t_k)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            if mask is not None:  # match the written-out path on fully masked rows
-                out = out.masked_fill(~mask.any(-1, keepdim=True), 0.0)
+            if mask is not None:  # e.g. an attn_mask [3, T_q, T_k] with B = 2: say so here
+                _check_mask(mask, (b, self.n_heads, t_q, t_k))
+            if written_out:  # in float32 whatever the model's dtype, as SDPA's kernels accumulate
+                out, weights = scaled_dot_product_attention(q.float(), k.float(), v.float(), mask)
+                self.last_weights = weights.detach() if self.record_weights else None
+            else:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                if mask is not None:  # match the written-out path on fully masked rows
+                    out = out.masked_fill(~mask.any(-1, keepdim=True), 0.0)
         return self.out_proj(self.merge_heads(out).to(x.dtype))  # [B, T_q, d_model]
 
     def _check_inputs(self, x, context, cache) -> None:
@@ -199,10 +197,6 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(
                 f"context must be [B={x.shape[0]}, T_k, kv_dim={self.kv_dim}], got {tuple(context.shape)}"
             )
-
-    def _check_built_mask(self, mask, b, t_q, t_k) -> None:
-        if mask is not None:  # e.g. an attn_mask [3, T_q, T_k] with B = 2: say so here
-            _check_mask(mask, (b, self.n_heads, t_q, t_k))
 
     @staticmethod
     def build_mask(b, t_q, t_k, causal, key_padding_mask, attn_mask, device):

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .checkpoint import load_strict
+from .checks import check_choice, check_int, check_number
 from .transformer import TransformerBlock, quick_gelu
 
 __all__ = [
@@ -65,13 +66,11 @@ class CLIPTextConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "width", "n_layers", "n_heads", "n_positions", "mlp_width"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"CLIPTextConfig.{name} must be a positive int, got {value!r}")
+            check_int(f"CLIPTextConfig.{name}", getattr(self, name), 1)
         if self.width % self.n_heads:
             raise ValueError(f"width={self.width} must be divisible by n_heads={self.n_heads}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_number("layer_norm_eps", self.layer_norm_eps, 0, low_open=True)
 
 
 class CLIPTextEncoder(nn.Module):

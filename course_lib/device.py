@@ -11,7 +11,8 @@
   random state exactly as it found it (model initialisation in the zoo, tests).
 * ``seed_everything(seed)``: seed Python, NumPy and PyTorch for a notebook.
 * ``cpu_threads("auto")``: how many threads PyTorch uses on the CPU, chosen from the
-  cores that are free right now (``course_lib.train.train`` uses it).
+  cores that are free right now and OpenMP's wait policy (``course_lib.train.train``
+  uses it; ``choose_cpu_threads`` says why).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 from .checks import check_generator, check_int, check_number
 
 __all__ = ["get_device", "amp_dtype", "autocast", "randn", "seeded", "seed_everything",
-           "usable_cores", "idle_cores", "choose_cpu_threads", "cpu_threads"]
+           "usable_cores", "idle_cores", "passive_wait", "choose_cpu_threads", "cpu_threads"]
 
 
 def get_device() -> torch.device:
@@ -162,32 +163,46 @@ def _cpu_ticks(cpus=None, path: str = "/proc/stat") -> dict[int, tuple[int, int]
     return ticks
 
 
-def choose_cpu_threads(idle: float, limit: int) -> int:
-    """PyTorch's CPU thread count: one per idle core (rounded down), at least 1, at most ``limit``.
+def passive_wait() -> bool:
+    """Whether PyTorch's OpenMP threads sleep while they wait (``OMP_WAIT_POLICY=PASSIVE`` or
+    ``GOMP_SPINCOUNT=0``) instead of spinning. OpenMP reads these when it is loaded, with
+    ``import torch``: they must be in the environment before the process starts."""
+    return (os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+            or os.environ.get("GOMP_SPINCOUNT", "").strip() == "0")
 
-    Why: every parallel operation ends at a barrier where PyTorch's OpenMP threads
-    wait for each other. When another process keeps a core busy, the thread on it
-    gets its turn only every few milliseconds, and the others wait for it at every
-    barrier: thousands of small operations per training step each pay that wait.
-    One thread per *idle* core avoids it; a thread alone never waits (measured with
-    ``benchmarks/contention.py``, see ``train``'s ``cpu_threads``).
+
+def choose_cpu_threads(idle: float, limit: int, passive: bool = False) -> int:
+    """PyTorch's CPU thread count for training: ``limit`` threads where waiting threads sleep
+    (``passive``); otherwise one per idle core — a core counts when it is at least 75% idle —
+    and at least 1.
+
+    Why (``benchmarks/contention.py``: 40 steps of the tiny-gpt recipe on 2 cores next to
+    a second process training the same model, on a machine loaded further by other work
+    to a load average of 7–12):
+    with OpenMP's default wait policy the threads *spin* at the barrier that ends every
+    parallel operation, waiting for the one whose core the other process holds; two
+    threads took 282 s, one thread 99–131 s. With ``OMP_WAIT_POLICY=PASSIVE`` waiting
+    threads sleep instead, and two threads took 51–66 s (one: 101 s). So: all threads
+    when the wait is passive, else no more threads than idle cores. The 75% allows for
+    background noise (a browser, the notebook server) on a machine that is otherwise idle.
     """
     check_number("idle", idle, 0)
     check_int("limit", limit, 1)
-    return max(1, min(limit, int(idle)))
+    return limit if passive else max(1, min(limit, int(idle + 0.25)))
 
 
 @contextlib.contextmanager
 def cpu_threads(threads="auto"):
     """Run a block with ``torch.set_num_threads(n)``, restoring the previous count afterwards.
 
-    ``threads``: an int, or ``"auto"``: ``choose_cpu_threads(idle_cores(), limit)`` with
-    ``limit`` the usable cores and at most the current setting (PyTorch's default is
+    ``threads``: an int, or ``"auto"``: ``choose_cpu_threads(idle_cores(), limit, passive_wait())``
+    with ``limit`` the usable cores and at most the current setting (PyTorch's default is
     one thread per core; a smaller count set by the user is kept). Yields the count used.
     """
     previous = torch.get_num_threads()
     if threads == "auto":
-        threads = choose_cpu_threads(idle_cores(), min(usable_cores(), previous))
+        limit, passive = min(usable_cores(), previous), passive_wait()
+        threads = choose_cpu_threads(0.0 if passive else idle_cores(), limit, passive)
     check_int("threads", threads, 1, hint='or "auto"')
     torch.set_num_threads(threads)
     try:

@@ -42,6 +42,8 @@ from torch import nn
 
 from .checks import check_int, check_number
 from .kv_cache import KVCache
+from .lora import LoRALayer
+from .lora_tools import inject_lora
 from .transformer import TransformerBlock
 
 __all__ = ["GPTConfig", "GPTModel", "from_hf", "to_hf_state_dict", "hf_key_map", "from_pretrained",
@@ -118,8 +120,6 @@ class GPTModel(nn.Module):
         self.lm_head: nn.Module | None = None
         self.reset_parameters()
         if c.lora_r > 0:
-            from .lora_tools import inject_lora
-
             inject_lora(self, targets=LORA_TARGETS, r=c.lora_r, embeddings=True)
 
     @torch.no_grad()
@@ -430,8 +430,6 @@ def quantize(model: GPTModel, weights: str = "fp16") -> GPTModel:
     """
     import copy
     import warnings
-
-    from .lora import LoRALayer
 
     if weights not in ("fp16", "int8"):
         raise ValueError(f"weights must be 'fp16' or 'int8', got {weights!r}")

@@ -3,7 +3,7 @@
     history = train(model, loss_fn, batches, steps=1000, lr=3e-4, device=device,
                     warmup_steps=100, schedule="cosine", grad_clip=1.0, seed=0,
                     eval_fn=None, eval_every=100, callback=None, callback_every=100,
-                    ema_decay=None)
+                    ema_decay=None, cpu_threads="auto")
 
 * ``loss_fn(model, batch) -> scalar loss tensor``: the only task-specific code.
 * ``batches``: where batches come from. Either a callable ``batches(step) ->
@@ -21,6 +21,11 @@
   ``torch.Generator``.
 * ``ema_decay``: keep an exponential moving average of the trainable weights
   and copy it into the model at the end (diffusion models are sampled from it).
+* ``cpu_threads`` (on the CPU): PyTorch's thread count while training, then
+  restored. ``"auto"`` uses one thread per core that is idle right now
+  (``course_lib.device.cpu_threads``): next to another busy process, threads that
+  wait for each other at every operation made training many times slower than one
+  thread (``benchmarks/contention.py``).
 
 It returns the history, a dict of lists:
 ``{"train_loss": [float per step], "lr": [float per step],

@@ -137,3 +137,14 @@ def test_real_clip_tokenizer_from_a_local_folder(tmp_path):
     tok = load_clip_tokenizer(str(tmp_path))
     assert tok.convert_ids_to_tokens(tok("a red")["input_ids"]) == \
         ["<|startoftext|>", "a</w>", "red</w>", "<|endoftext|>"]
+
+
+def test_low_level_modules_import_no_zoo_and_no_datasets():
+    """Layering runs one way: the zoo depends on clip/tokenizer/gpt2, never the reverse."""
+    import subprocess
+    import sys
+
+    code = ("import sys, course_lib.clip, course_lib.tokenizer, course_lib.gpt2, course_lib.transformer; "
+            "print(sorted(m for m in sys.modules if m.startswith(('course_lib.zoo', 'course_lib.data'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -99,16 +99,30 @@ def test_atomic_files_round_trip_and_a_truncated_file_is_named(tmp_path):
         load_tensors(path)
 
 
-def test_cpu_thread_choice_follows_the_idle_cores():
+def test_cpu_thread_choice_follows_the_idle_cores_and_the_wait_policy():
     assert dev.choose_cpu_threads(idle=2.0, limit=2) == 2  # an idle 2-core machine: both
-    assert dev.choose_cpu_threads(idle=1.9, limit=2) == 1  # a core partly busy: no thread waits on it
+    assert dev.choose_cpu_threads(idle=1.8, limit=2) == 2  # background noise still counts as idle
+    assert dev.choose_cpu_threads(idle=1.6, limit=2) == 1  # a core 40% busy: no thread waits on it
     assert dev.choose_cpu_threads(idle=0.0, limit=2) == 1  # all busy: one thread, never fewer
     assert dev.choose_cpu_threads(idle=5.5, limit=16) == 5
     assert dev.choose_cpu_threads(idle=8.0, limit=4) == 4  # never above the limit
+    assert dev.choose_cpu_threads(idle=0.0, limit=2, passive=True) == 2  # sleeping waiters: all threads
     with pytest.raises(ValueError, match="limit must be >= 1"):
         dev.choose_cpu_threads(1.0, 0)
     with pytest.raises(ValueError, match="idle must be >= 0"):
         dev.choose_cpu_threads(-1.0, 2)
+
+
+def test_passive_wait_is_read_from_the_environment(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    assert not dev.passive_wait()
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    assert dev.passive_wait()
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert not dev.passive_wait()
+    monkeypatch.setenv("GOMP_SPINCOUNT", "0")
+    assert dev.passive_wait()
 
 
 def test_idle_cores_from_proc_stat_ticks(tmp_path):
@@ -126,6 +140,7 @@ def test_idle_cores_from_proc_stat_ticks(tmp_path):
 
 
 def test_cpu_threads_sets_and_restores_and_auto_keeps_a_lower_setting(monkeypatch):
+    monkeypatch.setattr(dev, "passive_wait", lambda: False)
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(2)

@@ -149,6 +149,7 @@ def test_cpu_threads_apply_while_training_only(monkeypatch):
         from course_lib import device
 
         monkeypatch.setattr(device, "idle_cores", lambda interval=0.2: 0.0)  # a busy machine
+        monkeypatch.setattr(device, "passive_wait", lambda: False)  # with spinning OpenMP threads
         seen.clear()
         train(nn.Linear(4, 1), loss_fn, batches, steps=2, progress=False,  # cpu_threads="auto", the default
               callback=lambda step, m, loss: seen.append(torch.get_num_threads()), callback_every=1)
