@@ -59,7 +59,7 @@ def _use_sdpa(model: torch.nn.Module, flag: bool) -> None:
             m.use_sdpa = flag
 
 
-def _randomise(model: torch.nn.Module, seed: int, std: float) -> None:
+def _randomise(model: torch.nn.Module, seed: int, std: float) -> torch.nn.Module:
     """Every tensor random: weights and biases N(0, std²), LayerNorm gains uniform in [0.5, 1.5]."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -68,14 +68,12 @@ def _randomise(model: torch.nn.Module, seed: int, std: float) -> None:
                 p.copy_(0.5 + torch.rand(p.shape, generator=g))
             else:
                 p.copy_(std * torch.randn(p.shape, generator=g))
+    return model.eval()
 
 
 def _random_gpt2(seed: int, n_layer: int = 4) -> transformers.GPT2LMHeadModel:
-    cfg = transformers.GPT2Config(vocab_size=101, n_embd=64, n_head=4, n_layer=n_layer, n_positions=128,
-                                  bos_token_id=0, eos_token_id=0, pad_token_id=0)
-    hf = transformers.GPT2LMHeadModel(cfg).eval()
-    _randomise(hf, seed, std=0.2)
-    return hf
+    return _randomise(transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=101, n_embd=64, n_head=4, n_layer=n_layer, n_positions=128)), seed, std=0.2)
 
 
 @pytest.mark.parametrize("use_sdpa", [True, False], ids=["sdpa", "written-out"])
@@ -126,12 +124,10 @@ def test_gpt2_generates_in_half_precision():
 
 
 def _random_clip(seed: int, act: str) -> transformers.CLIPTextModel:
-    cfg = transformers.CLIPTextConfig(vocab_size=99, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                                      num_attention_heads=4, max_position_embeddings=77, hidden_act=act,
-                                      bos_token_id=0, eos_token_id=98, pad_token_id=1)
-    hf = transformers.CLIPTextModel(cfg).eval()
-    _randomise(hf, seed, std=0.3)
-    return hf
+    return _randomise(transformers.CLIPTextModel(transformers.CLIPTextConfig(
+        vocab_size=99, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+        max_position_embeddings=77, hidden_act=act, bos_token_id=0, eos_token_id=98, pad_token_id=1)),
+        seed, std=0.3)
 
 
 @pytest.mark.parametrize("use_sdpa", [True, False], ids=["sdpa", "written-out"])
