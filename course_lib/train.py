@@ -3,7 +3,7 @@
     history = train(model, loss_fn, batches, steps=1000, lr=3e-4, device=device,
                     warmup_steps=100, schedule="cosine", grad_clip=1.0, seed=0,
                     eval_fn=None, eval_every=100, callback=None, callback_every=100,
-                    ema_decay=None)
+                    ema_decay=None, cpu_threads="auto")
 
 * ``loss_fn(model, batch) -> scalar loss tensor``: the only task-specific code.
 * ``batches``: where batches come from. Either a callable ``batches(step) ->
@@ -21,6 +21,11 @@
   ``torch.Generator``.
 * ``ema_decay``: keep an exponential moving average of the trainable weights
   and copy it into the model at the end (diffusion models are sampled from it).
+* ``cpu_threads`` (on the CPU): PyTorch's thread count while training, then
+  restored. ``"auto"`` uses one thread per core that is idle right now
+  (``course_lib.device.cpu_threads``): next to another busy process, threads that
+  wait for each other at every operation made training many times slower than one
+  thread (``benchmarks/contention.py``).
 
 It returns the history, a dict of lists:
 ``{"train_loss": [float per step], "lr": [float per step],
@@ -38,9 +43,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 
 import torch
 from torch import nn
+
+from .device import cpu_threads as cpu_threads_for
 from .device import seeded
 from .progress import progress_bar
 
@@ -170,7 +178,7 @@ def train(model: nn.Module, loss_fn, batches, steps: int, *, lr: float = 3e-4, d
           min_lr_ratio: float = 0.1, grad_clip: float | None = 1.0, seed: int | None = None,
           eval_fn=None, eval_every: int | None = None, callback=None, callback_every: int = 100,
           optimizer: torch.optim.Optimizer | None = None, ema_decay: float | None = None,
-          progress: bool = True, desc: str = "training") -> dict:
+          progress: bool = True, desc: str = "training", cpu_threads: int | str | None = "auto") -> dict:
     """Train ``model`` for ``steps`` optimiser steps; return the history (see the module docstring).
 
     ``device``: where to train (default: the model's current device); the model
@@ -178,6 +186,9 @@ def train(model: nn.Module, loss_fn, batches, steps: int, *, lr: float = 3e-4, d
     random state is left as it was). ``grad_clip``: max global gradient norm
     (None = off). ``optimizer``: bring your own (its lr is still driven by the
     schedule). ``ema_decay``: end with the EMA of the weights in the model.
+    ``cpu_threads`` (training on the CPU only): PyTorch's thread count while training,
+    restored afterwards: ``"auto"`` picks it from the cores that are free now
+    (``course_lib.device.cpu_threads``), an int fixes it, None leaves it alone.
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
@@ -191,11 +202,13 @@ def train(model: nn.Module, loss_fn, batches, steps: int, *, lr: float = 3e-4, d
         if every is not None and (not isinstance(every, int) or every < 1):
             raise ValueError(f"{name} must be a positive int or None, got {every!r}")
     schedule_fn = lr_lambda(steps, warmup_steps, schedule, min_lr_ratio)  # validates the schedule
-    if seed is None:
-        return _train_loop(model, loss_fn, batches, steps, lr, device, weight_decay, betas, schedule_fn,
-                           grad_clip, eval_fn, eval_every, callback, callback_every, optimizer, ema_decay,
-                           progress, desc)
-    with seeded(seed):
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    device = torch.device(device)
+    seeding = seeded(seed) if seed is not None else nullcontext()
+    threads = cpu_threads_for(cpu_threads) if device.type == "cpu" and cpu_threads is not None else nullcontext()
+    with seeding, threads:
         return _train_loop(model, loss_fn, batches, steps, lr, device, weight_decay, betas, schedule_fn,
                            grad_clip, eval_fn, eval_every, callback, callback_every, optimizer, ema_decay,
                            progress, desc)
@@ -203,10 +216,6 @@ def train(model: nn.Module, loss_fn, batches, steps: int, *, lr: float = 3e-4, d
 
 def _train_loop(model, loss_fn, batches, steps, lr, device, weight_decay, betas, schedule_fn, grad_clip,
                 eval_fn, eval_every, callback, callback_every, optimizer, ema_decay, progress, desc) -> dict:
-    if device is None:
-        first = next(model.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-    device = torch.device(device)
     model.to(device)
     get_batch = _batch_source(batches)
     opt = optimizer if optimizer is not None else make_optimizer(model, lr, weight_decay, betas)

@@ -135,3 +135,28 @@ def test_ema_update_moves_towards_the_weights():
         ema_update(ema, params, decay=1.5)
     with pytest.raises(ValueError, match="EMA tensors for"):
         ema_update(ema[:1], params, decay=0.5)
+
+
+def test_cpu_threads_apply_while_training_only(monkeypatch):
+    batches, loss_fn = _regression_task()
+    previous = torch.get_num_threads()
+    seen = []
+    try:
+        torch.set_num_threads(2)
+        train(nn.Linear(4, 1), loss_fn, batches, steps=3, progress=False, cpu_threads=1,
+              callback=lambda step, m, loss: seen.append(torch.get_num_threads()), callback_every=1)
+        assert seen == [1, 1, 1] and torch.get_num_threads() == 2
+        from course_lib import device
+
+        monkeypatch.setattr(device, "idle_cores", lambda interval=0.2: 0.0)  # a busy machine
+        monkeypatch.setattr(device, "passive_wait", lambda: False)  # with spinning OpenMP threads
+        seen.clear()
+        train(nn.Linear(4, 1), loss_fn, batches, steps=2, progress=False,  # cpu_threads="auto", the default
+              callback=lambda step, m, loss: seen.append(torch.get_num_threads()), callback_every=1)
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+        seen.clear()
+        train(nn.Linear(4, 1), loss_fn, batches, steps=2, progress=False, cpu_threads=None,
+              callback=lambda step, m, loss: seen.append(torch.get_num_threads()), callback_every=1)
+        assert seen == [2, 2]  # None: left alone
+    finally:
+        torch.set_num_threads(previous)

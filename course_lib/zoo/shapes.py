@@ -29,8 +29,8 @@ import torch.nn.functional as F
 
 from ..autoencoder import Autoencoder, AutoencoderConfig
 from ..checkpoint import load_strict
-from ..clip import CLIPTextConfig, CLIPTextEncoder, WordTokenizer, shapes_tokenizer
-from ..data.shapes import make_shapes
+from ..clip import CLIPTextConfig, CLIPTextEncoder, WordTokenizer
+from ..data.shapes import SHAPE_COLORS, SHAPE_KINDS, SHAPE_POSITIONS, SHAPE_SIZES, make_shapes
 from ..diffusion import make_betas, q_sample
 from ..latent_diffusion import LatentDiffusion
 from ..train import ema_update, lr_at
@@ -41,7 +41,15 @@ from .cache import cache_path, fingerprint, load_tensors, save_tensors
 # trained weights: it is part of the cache key, so stale checkpoints are not loaded.
 RECIPE = 2
 
-__all__ = ["ShapesVAEConfig", "ShapesLDMConfig", "ShapesLDM", "load_vae", "load_ldm", "train_vae", "train_ldm"]
+__all__ = ["ShapesVAEConfig", "ShapesLDMConfig", "ShapesLDM", "load_vae", "load_ldm", "train_vae", "train_ldm",
+           "shapes_tokenizer"]
+
+
+def shapes_tokenizer(max_length: int = 10) -> WordTokenizer:
+    """The tokenizer of the offline shapes model: every word its captions can use."""
+    words = ["a"] + list(SHAPE_SIZES) + list(SHAPE_COLORS) + list(SHAPE_KINDS)
+    words += [w for phrase in SHAPE_POSITIONS for w in phrase.split()]
+    return WordTokenizer(words, max_length=max_length)
 
 
 @dataclass
