@@ -119,7 +119,8 @@ class ConvVAE(ConvAutoencoder):
     @torch.no_grad()
     def sample(self, n: int, generator=None) -> torch.Tensor:
         """Decode z ~ N(0, I): new images from the prior (z drawn on the generator's device)."""
-        return self.decode(randn((n, self.latent_dim), generator=generator, device=next(self.parameters()).device))
+        p = next(self.parameters())
+        return self.decode(randn((n, self.latent_dim), generator=generator, device=p.device, dtype=p.dtype))
 
 
 def vae_loss(x, recon, mu, logvar, beta: float = 1.0) -> dict:
