@@ -33,11 +33,12 @@ def rename_keys(state_dict: dict, renames: list[tuple[str, str]]) -> dict:
 
 def build_and_load(cls, config, state_dict: dict, renames: list[tuple[str, str]],
                    device=None, dtype=None) -> nn.Module:
-    """Build ``cls(config)`` on the meta device (no memory, no init) and load ``state_dict`` into it strictly."""
+    """Build ``cls(config)`` on the meta device (no memory, no init) and load ``state_dict`` into it strictly,
+    then move it to ``device`` and/or cast it to ``dtype`` (either may be None: left as loaded)."""
     with torch.device("meta"):
         model = cls(config)
     load_strict(model, rename_keys(state_dict, renames), cls.__name__)
-    return model.to(device=device, dtype=dtype) if device is not None else model
+    return model.to(device=device, dtype=dtype)
 
 
 def read_folder(path) -> tuple[dict, dict]:

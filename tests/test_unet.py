@@ -269,3 +269,14 @@ def test_upcast_attention_keeps_fp16_scores_finite():
                 m.upcast = False
         assert not half(x.half(), t, cond.half()).isfinite().all()
         assert upcast.isfinite().all() and rel_err(upcast, want) < 0.1
+
+
+def test_build_and_load_keeps_the_dtype_without_a_device():
+    from course_lib.diffusers_io import build_and_load
+
+    state = UNetModel(SD1_SMALL).state_dict()
+    model = build_and_load(UNetModel, SD1_SMALL, state, [], dtype=torch.float16)
+    assert all(p.dtype == torch.float16 and p.device.type == "cpu" for p in model.parameters())
+    assert all(p.dtype == torch.float32 for p in build_and_load(UNetModel, SD1_SMALL, state, []).parameters())
+    half = from_diffusers(reference(SD1_SMALL).to(torch.bfloat16))  # the loaders pass the model's dtype on
+    assert all(p.dtype == torch.bfloat16 for p in half.parameters())
