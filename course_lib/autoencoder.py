@@ -42,7 +42,7 @@ from torch import nn
 
 from .attention import MultiHeadAttention
 from .device import randn
-from .diffusers_io import build_and_load, check_supported, read_folder
+from .diffusers_io import RENAMES, check_supported, convert_model, load_folder
 from .unet_blocks import Downsample, MidBlock, ResnetBlock, Upsample
 
 __all__ = ["AutoencoderConfig", "Autoencoder", "DiagonalGaussian", "reparameterize", "kl_to_standard_normal",
@@ -279,22 +279,16 @@ class Autoencoder(nn.Module):
     @classmethod
     def from_diffusers(cls, model) -> "Autoencoder":
         """Convert a ``diffusers.AutoencoderKL`` (the SD v1/v2 layout)."""
-        cfg = config_from_diffusers(dict(model.config))
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return build_and_load(cls, cfg, state, DIFFUSERS_RENAMES, device=model.device, dtype=model.dtype)
+        return convert_model(cls, model, config_from_diffusers, DIFFUSERS_RENAMES)
 
     @classmethod
     def from_folder(cls, path) -> "Autoencoder":
         """Load a diffusers-layout ``vae/`` folder (``config.json`` + safetensors) strictly."""
-        config, state = read_folder(path)
-        return build_and_load(cls, config_from_diffusers(config), state, DIFFUSERS_RENAMES)
+        return load_folder(cls, path, config_from_diffusers, DIFFUSERS_RENAMES)
 
 
 # ------------------------------------------------------------ diffusers import
-DIFFUSERS_RENAMES = [
-    ("downsamplers.0.", "downsample."), ("upsamplers.0.", "upsample."),
-    (".to_q.", ".q_proj."), (".to_k.", ".k_proj."), (".to_v.", ".v_proj."), (".to_out.0.", ".out_proj."),
-]
+DIFFUSERS_RENAMES = RENAMES  # diffusers name -> course name
 
 _SUPPORTED = dict(
     down_block_types=None, up_block_types=None,  # checked below

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import MultiHeadAttention
-from .diffusers_io import build_and_load, check_supported, read_folder
+from .diffusers_io import RENAMES, check_supported, convert_model, load_folder
 from .unet_blocks import (Downsample, MidBlock, ResnetBlock, SpatialTransformer, TimestepEmbedding,
                           Upsample, timestep_embedding)
 
@@ -332,24 +332,17 @@ class UNetModel(nn.Module):
     @classmethod
     def from_diffusers(cls, model) -> "UNetModel":
         """Convert a ``diffusers.UNet2DConditionModel`` (SD v1/v2 layouts)."""
-        cfg = config_from_diffusers(dict(model.config))
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}  # no shared storage
-        return build_and_load(cls, cfg, state, DIFFUSERS_RENAMES, device=model.device, dtype=model.dtype)
+        return convert_model(cls, model, config_from_diffusers, DIFFUSERS_RENAMES)
 
     @classmethod
     def from_folder(cls, path) -> "UNetModel":
         """Load a diffusers-layout folder (``config.json`` + ``diffusion_pytorch_model.safetensors``)."""
-        config, state = read_folder(path)
-        return build_and_load(cls, config_from_diffusers(config), state, DIFFUSERS_RENAMES)
+        return load_folder(cls, path, config_from_diffusers, DIFFUSERS_RENAMES)
 
 
 # ------------------------------------------------------------ diffusers import
 # diffusers name -> course name (applied as substring replacements)
-DIFFUSERS_RENAMES = [
-    ("downsamplers.0.", "downsample."), ("upsamplers.0.", "upsample."),
-    (".to_q.", ".q_proj."), (".to_k.", ".k_proj."), (".to_v.", ".v_proj."), (".to_out.0.", ".out_proj."),
-    (".ff.net.0.proj.", ".ff.geglu.proj."), (".ff.net.2.", ".ff.out."),
-]
+DIFFUSERS_RENAMES = RENAMES + [(".ff.net.0.proj.", ".ff.geglu.proj."), (".ff.net.2.", ".ff.out.")]
 
 _SUPPORTED = dict(
     center_input_sample=False,
