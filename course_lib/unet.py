@@ -44,8 +44,7 @@ Build a full-size model cheaply (no memory, no init) with ``torch.device("meta")
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
