@@ -115,12 +115,10 @@ def repaint_schedule(n_steps: int, jump_length: int, jump_n_sample: int) -> list
 # ---------------------------------------------------------------------- the pipelines
 @dataclass
 class _Common:
-    """The arguments every pipeline checks before it samples, and the sampler they make."""
+    """What every pipeline checks before it samples: the sampler made for this call and the output options."""
 
     sampler: object  # DDIMSampler | DDPMSampler, fresh for this call
     guidance_scale: float
-    generator: torch.Generator | None
-    callback: Callable | None
     output_type: str
     record_attention: bool
     return_trajectory: bool
@@ -137,8 +135,8 @@ def _check_common(ldm, guidance_scale, n_steps, eta, generator, callback, output
     for name, flag in (("record_attention", record_attention), ("return_trajectory", return_trajectory)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, got {flag!r}")
-    return _Common(make_sampler(ldm.scheduler, sampler, n_steps, eta), float(guidance_scale), generator,
-                   callback, output_type, record_attention, return_trajectory)
+    return _Common(make_sampler(ldm.scheduler, sampler, n_steps, eta), float(guidance_scale), output_type,
+                   record_attention, return_trajectory)
 
 
 class _AttentionAverage:
