@@ -102,8 +102,9 @@ def _train(args) -> None:
                                recipe={"model": args.model, "data": args.data, "zoo_options": zoo_options(args)},
                                base_model_name_or_path=None if args.model.startswith("zoo:") else args.model,
                                progress=not args.no_progress)
-    step, val = history["val_loss"][-1]
-    say(f"{PROG}: step {step}: validation loss {val:.4f}; adapter written to {args.out}/")
+    if place.main:  # process 0 evaluates and writes
+        step, val = history["val_loss"][-1]
+        say(f"{PROG}: step {step}: validation loss {val:.4f}; adapter written to {args.out}/")
 
 
 def main(argv=None) -> int:
