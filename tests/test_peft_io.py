@@ -16,7 +16,7 @@ from course_lib.lora_tools import inject_lora, lora_modules, merge_adapters  # n
 from course_lib.peft_io import linear_layer_names, load_peft_adapter, save_peft_adapter  # noqa: E402
 from tiny_gpt2 import save_tiny_gpt2  # noqa: E402
 
-IDS = torch.tensor([[5, 72, 101, 108, 108, 111, 256, 33], [1, 2, 3, 4, 5, 6, 7, 8]])
+IDS = torch.tensor([[5, 72, 91, 18, 18, 11, 96, 33], [1, 2, 3, 4, 5, 6, 7, 8]])  # 96: <|endoftext|>
 
 
 @pytest.fixture(scope="module")
