@@ -46,8 +46,8 @@ from .lora_tools import inject_lora
 from .peft_io import CONFIG_FILE, WEIGHTS_FILE, linear_layer_names, save_peft_adapter
 from .train import make_optimizer, train
 
-__all__ = ["FinetuneSettings", "Distributed", "init_distributed", "add_lora", "StepBatches", "load_texts",
-           "split_tokens", "finetune_lora", "OUTPUT_FILES"]
+__all__ = ["FinetuneSettings", "Distributed", "init_distributed", "add_lora", "accumulation_steps", "StepBatches",
+           "load_texts", "split_tokens", "finetune_lora", "OUTPUT_FILES"]
 
 STATE_FILE = "training_state.pt"
 HISTORY_FILE = "finetune.json"
@@ -124,6 +124,17 @@ def add_lora(model: nn.Module, settings: FinetuneSettings) -> list[str]:
                            r=settings.r, alpha=settings.alpha)
 
 
+def accumulation_steps(batch_size: int, micro_batch_size: int, world: int = 1) -> int:
+    """``k`` with ``batch_size = world × k × micro_batch_size``; an error if there is none."""
+    check_int("micro_batch_size", micro_batch_size, 1)
+    per_process, rest = divmod(batch_size, world)
+    if rest or per_process % micro_batch_size:
+        raise ValueError(f"batch size {batch_size} must be processes ({world}) × accumulation steps × "
+                         f"micro-batch size ({micro_batch_size}); choose a micro-batch size that divides "
+                         f"{per_process if not rest else batch_size / world}")
+    return per_process // micro_batch_size
+
+
 class StepBatches:
     """``batches(i) -> (x, y)`` for ``train(..., grad_accum_steps=k)``: micro-batch ``j = i mod k``
     of step ``s = i // k``, this process's share of the step's ``batch_size`` windows.
@@ -134,14 +145,9 @@ class StepBatches:
 
     def __init__(self, tokens: torch.Tensor, context: int, batch_size: int, micro_batch_size: int,
                  seed: int, rank: int = 0, world: int = 1):
-        per_process, rest = divmod(batch_size, world)
-        if rest or per_process % micro_batch_size:
-            raise ValueError(f"batch size {batch_size} must be processes ({world}) × accumulation steps × "
-                             f"micro-batch size ({micro_batch_size}); choose a micro-batch size that divides "
-                             f"{per_process if not rest else batch_size / world}")
+        self.accum_steps = accumulation_steps(batch_size, micro_batch_size, world)
         self.windows = TokenWindows(tokens, context)
         self.batch_size, self.micro, self.seed, self.rank = batch_size, micro_batch_size, seed, rank
-        self.accum_steps = per_process // micro_batch_size
         self._step, self._batch = None, None
 
     def step_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,7 +253,6 @@ def finetune_lora(model: nn.Module, train_tokens: torch.Tensor, val_tokens: torc
     out = Path(out)
     context = min(settings.context, model.n_positions)
     micro = micro_batch_size or settings.batch_size // place.world
-    check_int("micro_batch_size", micro, 1)
     batches = StepBatches(train_tokens, context, settings.batch_size, micro, settings.seed, place.rank, place.world)
     recipe = {**dataclasses.asdict(settings), "effective_context": context, **(recipe or {})}
     model.to(place.device)

@@ -42,8 +42,8 @@ def parser() -> ToolParser:
                    help="corpus:python or corpus:prose (offline), a text file, or a folder of .txt/.md/.rst/.py")
     p.add_argument("--out", type=Path, default=Path("lora-adapter"), help="folder for the adapter and checkpoint")
     p.add_argument("--resume", action="store_true", help="carry on from the checkpoint in --out")
-    p.add_argument("--r", type=int, default=d.r, help="LoRA rank")
-    p.add_argument("--alpha", type=float, default=d.alpha, help="LoRA alpha (default: r, a scaling of 1)")
+    p.add_argument("--lora-rank", type=int, default=d.r, help="LoRA rank r")
+    p.add_argument("--lora-alpha", type=float, default=d.alpha, help="LoRA alpha (default: r, a scaling of 1)")
     p.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate (after warmup, cosine decay)")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help="sequences per optimiser step, over all processes")
@@ -68,7 +68,7 @@ def _train(args) -> None:
     from ..lora_tools import count_parameters
     from ..zoo.tiny_gpt import encode_documents
 
-    settings = ft.FinetuneSettings(r=args.r, alpha=args.alpha, lr=args.lr, batch_size=args.batch_size,
+    settings = ft.FinetuneSettings(r=args.lora_rank, alpha=args.lora_alpha, lr=args.lr, batch_size=args.batch_size,
                                    context=args.context, steps=args.steps, warmup_steps=args.warmup_steps,
                                    weight_decay=args.weight_decay, grad_clip=args.grad_clip or None,
                                    seed=args.seed).check()
@@ -76,6 +76,8 @@ def _train(args) -> None:
         check_free([args.out / name for name in ft.OUTPUT_FILES], args.overwrite)
     texts = ft.load_texts(args.data)
     place = ft.init_distributed(resolve_device(args.device))
+    ft.accumulation_steps(settings.batch_size, args.micro_batch_size or settings.batch_size // place.world,
+                          place.world)  # checked before the model loads
     dtype = resolve_dtype(args.dtype)
     amp = amp_dtype(place.device) if dtype is None else dtype  # auto: bf16/fp16 on GPUs, float32 on the CPU
     amp = None if amp == torch.float32 else amp

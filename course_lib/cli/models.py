@@ -69,6 +69,8 @@ def load_language_model(spec: str, device: torch.device, dtype: torch.dtype | No
         from ..gpt2 import from_hf
         from ..hub import resolve_repo
 
+        if not progress:
+            transformers.utils.logging.disable_progress_bar()
         folder = resolve_repo(spec, allow_patterns=GPT2_FILES)
         model = from_hf(transformers.GPT2LMHeadModel.from_pretrained(folder))
         tokenizer = HFTokenizer(transformers.AutoTokenizer.from_pretrained(folder))
