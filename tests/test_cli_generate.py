@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from course_lib.cli import generate
-from tiny_gpt2 import save_tiny_gpt2
+from tiny_gpt2 import random_peft_model, save_tiny_gpt2
 
 # a tiny-gpt recipe that trains in seconds (zoo.load("tiny-gpt") with these overrides)
 TINY_GPT = dict(steps=6, warmup_steps=2, eval_every=3, d_model=32, n_heads=2, n_layers=1, n_positions=32,
@@ -61,19 +61,13 @@ def _hf_greedy(model, tokenizer, prompt, n):
 
 def test_greedy_text_equals_transformers_also_with_an_adapter(gpt2_folder, tmp_path, capsys):
     transformers = pytest.importorskip("transformers")
-    peft = pytest.importorskip("peft")
+    pytest.importorskip("peft")
     hf = transformers.GPT2LMHeadModel.from_pretrained(gpt2_folder).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(gpt2_folder)
     args = ["--model", str(gpt2_folder), "--prompt", "Hello", "--sampler", "greedy", "--max-new-tokens", "20", *FAST]
     assert _run(args, capsys) == _hf_greedy(hf, tokenizer, "Hello", 20) + "\n"  # print's newline
 
-    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True)
-    adapted = peft.get_peft_model(transformers.GPT2LMHeadModel.from_pretrained(gpt2_folder), config)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in adapted.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    adapted = random_peft_model(gpt2_folder, ["c_attn", "c_proj", "c_fc"], r=4, alpha=8, scale=0.5)
     adapted.save_pretrained(tmp_path / "adapter")
     with_adapter = _run([*args, "--adapter", str(tmp_path / "adapter")], capsys)
     assert with_adapter == _hf_greedy(adapted.eval(), tokenizer, "Hello", 20) + "\n"

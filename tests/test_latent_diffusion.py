@@ -1,7 +1,5 @@
 """course_lib.latent_diffusion: equal to diffusers' StableDiffusionPipeline; image-to-image, inpainting, errors."""
 
-import json
-
 import pytest
 import torch
 

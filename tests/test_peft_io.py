@@ -14,7 +14,7 @@ from course_lib.gpt2 import from_hf  # noqa: E402
 from course_lib.lora import merge_lora  # noqa: E402
 from course_lib.lora_tools import inject_lora, lora_modules, merge_adapters  # noqa: E402
 from course_lib.peft_io import linear_layer_names, load_peft_adapter, save_peft_adapter  # noqa: E402
-from tiny_gpt2 import save_tiny_gpt2  # noqa: E402
+from tiny_gpt2 import random_peft_model, save_tiny_gpt2  # noqa: E402
 
 IDS = torch.tensor([[5, 72, 91, 18, 18, 11, 96, 33], [1, 2, 3, 4, 5, 6, 7, 8]])  # 96: <|endoftext|>
 
@@ -58,18 +58,12 @@ def test_peft_loads_the_adapter_and_matches_the_merged_course_model(gpt2_folder,
 
 
 def test_an_adapter_peft_wrote_loads_into_the_course_model(gpt2_folder, tmp_path):
-    config = peft.LoraConfig(r=3, lora_alpha=6, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True)
-    theirs = peft.get_peft_model(_hf(gpt2_folder), config)
-    g = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for name, p in theirs.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    theirs = random_peft_model(gpt2_folder, ["c_attn", "c_fc"], r=3, alpha=6, seed=2)
     theirs.save_pretrained(tmp_path / "from_peft")
     ours = load_peft_adapter(from_hf(_hf(gpt2_folder)), tmp_path / "from_peft").eval()
     assert sorted(lora_modules(ours)) == sorted(f"h.{i}.{m}" for i in range(2) for m in ("attn.c_attn", "mlp.c_fc"))
     with torch.no_grad():
-        assert_close(ours(IDS), theirs.eval()(input_ids=IDS).logits, atol=1e-4, rtol=1e-4)
+        assert_close(ours(IDS), theirs(input_ids=IDS).logits, atol=1e-4, rtol=1e-4)
 
 
 def test_save_then_load_gives_back_the_same_adapter(gpt2_folder, tmp_path):

@@ -37,3 +37,18 @@ def save_tiny_gpt2(folder, n_positions: int = 64, n_embd: int = 32, n_layer: int
     model.save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
     return folder / "model"
+
+
+def random_peft_model(model_folder, target_modules, r: int, alpha: float, seed: int = 0, scale: float = 0.3):
+    """``peft.get_peft_model`` over the GPT-2 in ``model_folder``, with random (as if trained) A and B."""
+    import peft
+    import transformers
+
+    config = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=list(target_modules), fan_in_fan_out=True)
+    model = peft.get_peft_model(transformers.GPT2LMHeadModel.from_pretrained(model_folder), config)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return model.eval()
