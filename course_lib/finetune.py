@@ -20,7 +20,7 @@ gradients across processes once per step.
 
 Only process 0 writes: ``out/adapter_config.json`` + ``out/adapter_model.safetensors``
 (peft's layout, ``course_lib.peft_io``), ``out/training_state.pt`` (to resume) and
-``out/finetune.json`` (settings and loss history).
+``out/finetune.json`` (settings, loss history, training time).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -284,6 +285,7 @@ def finetune_lora(model: nn.Module, train_tokens: torch.Tensor, val_tokens: torc
         if place.main and (last or step % save_every == 0):
             _save_state(out, model, optimizer, step, history, recipe)
 
+    start_time = time.perf_counter()
     train(wrapped, loss_fn, batches, settings.steps, lr=settings.lr, device=place.device,
           weight_decay=settings.weight_decay, warmup_steps=settings.warmup_steps, grad_clip=settings.grad_clip,
           optimizer=optimizer, grad_accum_steps=batches.accum_steps, start_step=start, callback=after_step,
@@ -291,5 +293,7 @@ def finetune_lora(model: nn.Module, train_tokens: torch.Tensor, val_tokens: torc
     if place.main:
         save_peft_adapter(model, out, base_model_name_or_path)
         save_json(out / HISTORY_FILE, {"recipe": recipe, "processes": place.world, "micro_batch_size": micro,
-                                       "accumulation_steps": batches.accum_steps, "history": history})
+                                       "accumulation_steps": batches.accum_steps, "history": history,
+                                       "seconds": round(time.perf_counter() - start_time, 3),
+                                       "steps_run": settings.steps - start})
     return history
