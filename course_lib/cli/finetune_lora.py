@@ -13,7 +13,7 @@ Several processes (DistributedDataParallel: NCCL on GPUs, gloo on CPUs) keep the
 global batch by accumulating gradients; only process 0 writes:
 
     torchrun --nproc_per_node 4 -m course_lib.cli.finetune_lora --model gpt2 --out lora-mine
-    accelerate launch --num_processes 4 -m course_lib.cli.finetune_lora --model gpt2 --out lora-mine
+    accelerate launch --multi_gpu --num_processes 4 -m course_lib.cli.finetune_lora --model gpt2 --out lora-mine
 """
 
 from __future__ import annotations
