@@ -65,7 +65,7 @@ def parser() -> ToolParser:
 def _train(args) -> None:
     from .. import finetune as ft
     from ..device import amp_dtype
-    from ..lora_tools import count_parameters
+    from ..params import count_parameters
     from ..zoo.tiny_gpt import encode_documents
 
     settings = ft.FinetuneSettings(r=args.lora_rank, alpha=args.lora_alpha, lr=args.lr, batch_size=args.batch_size,
