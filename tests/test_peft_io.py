@@ -61,7 +61,7 @@ def test_an_adapter_peft_wrote_loads_into_the_course_model(gpt2_folder, tmp_path
     theirs = random_peft_model(gpt2_folder, ["c_attn", "c_fc"], r=3, alpha=6, seed=2)
     theirs.save_pretrained(tmp_path / "from_peft")
     ours = load_peft_adapter(from_hf(_hf(gpt2_folder)), tmp_path / "from_peft").eval()
-    assert sorted(lora_modules(ours)) == sorted(f"h.{i}.{m}" for i in range(2) for m in ("attn.c_attn", "mlp.c_fc"))
+    assert sorted(lora_modules(ours)) == sorted(f"h.{i}.{m}" for i in range(2) for m in ("attn.qkv_proj", "mlp.fc1"))
     with torch.no_grad():
         assert_close(ours(IDS), theirs(input_ids=IDS).logits, atol=1e-4, rtol=1e-4)
 
@@ -79,7 +79,7 @@ def test_save_then_load_gives_back_the_same_adapter(gpt2_folder, tmp_path):
 
 def test_what_cannot_be_written_or_read_is_refused(gpt2_folder, tmp_path):
     with_embedding = from_hf(_hf(gpt2_folder))
-    inject_lora(with_embedding, targets=["^wte$", "c_fc"], r=2, embeddings=True)
+    inject_lora(with_embedding, targets=["^wte$", "mlp.fc1"], r=2, embeddings=True)
     with pytest.raises(ValueError, match="tied output head"):
         save_peft_adapter(with_embedding, tmp_path / "x")
     merged = merge_adapters(_trained_adapter(gpt2_folder))
