@@ -36,11 +36,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..autoencoder import Autoencoder, AutoencoderConfig
+from ..checks import check_choice
 from ..clip import CLIPTextConfig, CLIPTextEncoder, WordTokenizer
 from ..data.shapes import (SHAPE_COLORS, SHAPE_KINDS, SHAPE_POSITIONS, SHAPE_SIZES, make_shapes,
                            shape_caption)
 from ..device import randn, seeded
-from ..diffusion import diffusion_loss, make_betas
+from ..diffusion import SCHEDULES, alpha_bar, diffusion_loss, make_betas
 from ..latent_diffusion import LatentDiffusion
 from ..train import train
 from ..unet import UNetConfig, UNetModel
@@ -64,6 +65,9 @@ def shapes_tokenizer(max_length: int = 10) -> WordTokenizer:
     return WordTokenizer(words, max_length=max_length)
 
 
+RECONSTRUCTION_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
+
+
 @dataclass
 class ShapesVAEConfig:
     image_size: int = 32
@@ -76,8 +80,12 @@ class ShapesVAEConfig:
     batch_size: int = 32
     lr: float = 2e-3
     warmup_steps: int = 50
+    loss: str = "mse"  # per-pixel reconstruction loss: "mse" or "l1" (SD's autoencoder: L1 + perceptual + GAN)
     kl_weight: float = 1e-6  # per latent element, relative to the per-pixel reconstruction loss
     seed: int = 0
+
+    def __post_init__(self):
+        check_choice("loss", self.loss, RECONSTRUCTION_LOSSES)
 
     def autoencoder_config(self, scaling_factor: float = 1.0) -> AutoencoderConfig:
         return AutoencoderConfig(latent_channels=self.latent_channels, block_out_channels=self.block_out_channels,
@@ -105,7 +113,11 @@ class ShapesLDMConfig:
     p_position: float = 0.5  # ... and the position
     cond_dropout: float = 0.1  # fraction of captions replaced by "" (for guidance)
     ema_decay: float = 0.995
+    schedule: str = "scaled_linear"  # the β schedule of training and sampling (SD v1's; course_lib.diffusion)
     seed: int = 1
+
+    def __post_init__(self):
+        check_choice("schedule", self.schedule, SCHEDULES)
 
     def unet_config(self) -> UNetConfig:
         return UNetConfig.small(block_out_channels=self.unet_channels, cross_attention_levels=self.unet_attention,
@@ -151,7 +163,7 @@ def train_vae(config: ShapesVAEConfig, device=None, progress: bool = True) -> tu
         dist = model.encode(x)
         x_hat = model.decode(dist.mean + dist.std * eps)  # the reparameterisation trick
         kl = dist.kl().mean() / eps[0].numel()  # per latent element
-        return F.mse_loss(x_hat, x) + config.kl_weight * kl
+        return RECONSTRUCTION_LOSSES[config.loss](x_hat, x) + config.kl_weight * kl
 
     history = train(model, loss_fn, batch, config.steps, lr=config.lr, device=device, weight_decay=0.0,
                     betas=(0.9, 0.999), warmup_steps=min(config.warmup_steps, config.steps), grad_clip=None,
@@ -238,7 +250,7 @@ def train_ldm(config: ShapesLDMConfig, vae: Autoencoder, device=None, progress: 
     scale = vae.config.scaling_factor
     ids_all = _caption_variants(labels, tokenizer)  # [N, 4, L]
     empty = tokenizer([""])[0]  # [L] the unconditional prompt
-    alphas_cumprod = torch.cumprod(1 - make_betas("scaled_linear", 1000), 0)  # ᾱ_t
+    alphas_cumprod = alpha_bar(make_betas(config.schedule, 1000))  # ᾱ_t [1000]
     g = torch.Generator().manual_seed(config.seed)
 
     def batch(step):
@@ -267,10 +279,16 @@ def train_ldm(config: ShapesLDMConfig, vae: Autoencoder, device=None, progress: 
                     betas=(0.9, 0.999), warmup_steps=min(config.warmup_steps, config.steps), grad_clip=None,
                     seed=config.seed, ema_decay=config.ema_decay, progress=progress, desc="shapes-ldm")
     model.unet.set_attention_backend("sdpa")
-    ldm = ShapesLDM(vae, model.unet, model.text_encoder, tokenizer, make_betas("scaled_linear", 1000),
-                    image_size=config.vae.image_size)
+    ldm = _pipeline(vae, model, tokenizer, config)
     ldm.history = history["train_loss"]
     return ldm
+
+
+def _pipeline(vae: Autoencoder, model: TextConditionedUNet, tokenizer: WordTokenizer,
+              config: ShapesLDMConfig) -> "ShapesLDM":
+    """The components as a ``ShapesLDM``, sampling with the schedule they were trained on."""
+    return ShapesLDM(vae, model.unet, model.text_encoder, tokenizer, make_betas(config.schedule, 1000),
+                     image_size=config.vae.image_size)
 
 
 def load_ldm(config: ShapesLDMConfig | dict | None = None, *, device=None, retrain: bool = False,
@@ -299,8 +317,6 @@ def load_ldm(config: ShapesLDMConfig | dict | None = None, *, device=None, retra
         model = TextConditionedUNet(CLIPTextEncoder(config.text_config(tokenizer.vocab_size)),
                                     UNetModel(config.unet_config()))
     load_cached(model, tensors, path, "shapes-ldm")
-    model.to(device)
-    ldm = ShapesLDM(vae, model.unet, model.text_encoder, tokenizer, make_betas("scaled_linear", 1000),
-                    image_size=config.vae.image_size)
+    ldm = _pipeline(vae, model.to(device), tokenizer, config)
     ldm.history, ldm.train_seconds = meta["history"], meta["train_seconds"]
     return ldm
