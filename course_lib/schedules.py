@@ -152,6 +152,17 @@ class SchedulerConfig:
         """Stable Diffusion v1.5's scheduler settings (the defaults)."""
         return cls()
 
+    @classmethod
+    def for_schedule(cls, kind: str, num_train_timesteps: int = 1000, **fields) -> "SchedulerConfig":
+        """The config of a model trained on ``make_betas(kind, num_train_timesteps)`` (the course's
+        names: "linear", "scaled_linear", "cosine", with their published β ranges); ``fields``
+        set the rest (prediction_type, timestep_spacing …)."""
+        check_choice("schedule kind", kind, SCHEDULES)
+        name = {ours: theirs for theirs, ours in _DIFFUSERS_SCHEDULES.items()}[kind]
+        start, end = SCHEDULES[kind] or (cls.beta_start, cls.beta_end)  # cosine: the range is unused
+        return cls(num_train_timesteps=num_train_timesteps, beta_schedule=name, beta_start=start, beta_end=end,
+                   **fields)
+
     def betas(self) -> torch.Tensor:
         """β_0 … β_{N-1} ``[N]`` (``make_betas``)."""
         kind = _DIFFUSERS_SCHEDULES[self.beta_schedule]
