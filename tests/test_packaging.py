@@ -19,8 +19,11 @@ def _split(requirement: str) -> tuple[str, str]:
 
 
 def pyproject_requirements() -> dict[str, str]:
+    """Dependencies and every extra; an extra naming the project itself (course_lib[colab]) is expanded."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    reqs = list(project["dependencies"]) + list(project["optional-dependencies"]["dev"])
+    reqs = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        reqs += [r for r in extra if not r.startswith(project["name"] + "[")]
     return dict(_split(r) for r in reqs)
 
 
@@ -35,7 +38,7 @@ def environment_requirements() -> dict[str, str]:
             in_pip = True
             continue
         m = re.fullmatch(r"(\s*)- (.+)", code)
-        if not m or in_pip or not in_deps:
+        if not m or not in_deps or (in_pip and m.group(2).startswith("-e ")):
             continue
         name, spec = _split(m.group(2))
         name = CONDA_TO_PYPI.get(name, name)
@@ -56,7 +59,7 @@ def test_environment_yml_names_the_same_dependencies_as_pyproject():
 
 def test_environment_yml_installs_the_course_itself():
     text = (ROOT / "environment.yml").read_text()
-    assert re.search(r"- pip:\s*\n\s+- -e \.", text), "environment.yml's pip section must install the course (-e .)"
+    assert re.search(r"- pip:\s*\n(\s+- .*\n)*?\s+- -e \.", text), "environment.yml's pip section must install the course (-e .)"
 
 
 def test_card_packages_are_direct_dependencies():
@@ -64,5 +67,12 @@ def test_card_packages_are_direct_dependencies():
     assert card <= set(pyproject_requirements())
 
 
-def test_ci_calls_make_test():
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
+def test_dev_extra_includes_the_colab_extra():
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "course_lib[colab]" in extras["dev"], "make test must install what the notebooks install on Colab"
+
+
+def test_ci_runs_both_worlds_and_the_browser():
+    run = (ROOT / ".ci" / "run").read_text()
+    steps = [m.group(1) for m in re.finditer(r"^\s*make ([\w-]+)", run, flags=re.M)]
+    assert steps == ["test", "test-pretrained", "browser-test"], steps
