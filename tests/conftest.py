@@ -1,6 +1,7 @@
 """Shared pytest setup: no network, deterministic seeds, a private zoo cache."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -50,3 +51,15 @@ def hf_cache(monkeypatch):
         return folder
 
     return use
+
+
+def pytest_addoption(parser):
+    parser.addoption("--browser", action="store_true",
+                     help="run tests/browser: JupyterLab in headless Chromium (make browser-test)")
+
+
+def pytest_ignore_collect(collection_path, config):
+    """tests/browser starts JupyterLab and Chromium: only with --browser (make browser-test)."""
+    if collection_path.name == "browser" and collection_path.parent == Path(__file__).parent:
+        return not config.getoption("--browser")
+    return None
