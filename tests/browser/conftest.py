@@ -8,7 +8,7 @@ saving change only the copies). Chromium is the system's (`chromium`, a Debian p
 after a failure. Screenshots go to tests/browser/screenshots/ (git-ignored).
 
 `COURSE_NOTEBOOKS=DIR` takes the notebooks from DIR instead of notebooks/ (e.g. freshly
-executed copies).
+executed copies). The kernels run in the offline world unless COURSE_LIB_WORLD says otherwise.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ class Lab:
         return json.loads(body) if body else None
 
     def notebook_url(self, name: str) -> str:
-        return f"{self.url}/lab/tree/{name}?token={self.token}"
+        """The notebook alone, in a new workspace (nothing reopened from an earlier page)."""
+        return f"{self.url}/lab/workspaces/{secrets.token_hex(4)}/tree/{name}?token={self.token}"
 
     def shutdown_kernels(self) -> None:
         for session in self.api("sessions"):
@@ -91,7 +92,8 @@ def lab(tmp_path_factory):
         (settings / package).mkdir(parents=True, exist_ok=True)
         (settings / package / f"{name}.jupyterlab-settings").write_text(json.dumps(values))
     env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(settings), "JUPYTERLAB_WORKSPACES_DIR": str(home / "ws"),
-           "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "HF_HUB_OFFLINE": "1", "COURSE_LIB_WORLD": "offline"}
+           "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "HF_HUB_OFFLINE": "1",
+           "COURSE_LIB_WORLD": os.environ.get("COURSE_LIB_WORLD", "offline")}  # the stored outputs' world
     port, token = _free_port(), secrets.token_hex(16)
     log = home / "jupyterlab.log"
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",

@@ -22,14 +22,17 @@ SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 
 RUN_ALL_TIMEOUT = 600  # s: on a cold zoo cache, 06 trains tiny-gpt first (about 2 minutes on 2 cores)
 WIDGET_REPR = re.compile(r"^(VBox|HBox|interactive|IntSlider|FloatSlider|Output)\(children=|^\w+Slider\(value=")
+SLIDERS_06 = ("interactive_figure(show", "interactive_output(show")  # the cell, now and before issue 12
+SLIDERS_03 = ("interactive_figure(show_head", "widgets.interact(show_head")
+NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook"  # the notebook on show
 STUCK_PROGRESS = re.compile(r"\b0%\|| 0/\d+ \[")
 
 
 def open_notebook(page, lab, name):
     page.goto(lab.notebook_url(name))
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-    page.wait_for_function(  # every output of the notebook attached and rendered
-        "() => document.querySelectorAll('.jp-Notebook .jp-Cell').length > 5", timeout=60_000)
+    page.wait_for_selector(f"{NOTEBOOK} .jp-Cell", timeout=60_000)
+    page.wait_for_function(  # the cells attached
+        f"() => document.querySelectorAll('{NOTEBOOK} .jp-Cell').length > 5", timeout=60_000)
     page.wait_for_timeout(3000)  # let late renderers (images, widgets) settle
 
 
@@ -39,7 +42,7 @@ def command(page, menu, command_id):
 
 
 def prompts(page) -> list[str]:
-    return page.eval_on_selector_all(".jp-CodeCell .jp-InputArea-prompt", "els => els.map(e => e.textContent.trim())")
+    return page.eval_on_selector_all(f"{NOTEBOOK} .jp-CodeCell .jp-InputArea-prompt", "els => els.map(e => e.textContent.trim())")
 
 
 def wait_for_run_all(page, timeout=RUN_ALL_TIMEOUT):
@@ -53,7 +56,7 @@ def wait_for_run_all(page, timeout=RUN_ALL_TIMEOUT):
 
 
 def page_text(page) -> str:
-    return page.inner_text(".jp-Notebook")
+    return page.inner_text(NOTEBOOK)
 
 
 def no_news_popup(page):
@@ -63,27 +66,28 @@ def no_news_popup(page):
 
 def broken_images(page) -> list[str]:
     """Output images that did not load (scrolled into view first)."""
-    return page.evaluate("""async () => {
+    return page.evaluate("""async (sel) => {
         const bad = [];
-        for (const img of document.querySelectorAll('.jp-OutputArea-output img')) {
+        for (const img of document.querySelectorAll(sel)) {
             img.scrollIntoView();
             if (!img.complete) await new Promise(r => { img.onload = img.onerror = r; setTimeout(r, 5000); });
             if (!img.naturalWidth) bad.push(img.src.slice(0, 60));
         }
         return bad;
-    }""")
+    }""", f"{NOTEBOOK} .jp-OutputArea-output img")
 
 
 def widget_figure(page) -> str:
     """The src of the figure inside the sliders' output widget (a data: URL)."""
-    page.wait_for_selector(".widget-output img", timeout=60_000)
-    return page.get_attribute(".widget-output img", "src")
+    page.wait_for_selector(f"{NOTEBOOK} .widget-output img", timeout=60_000)
+    return page.get_attribute(f"{NOTEBOOK} .widget-output img", "src")
 
 
 def wait_for_new_figure(page, old: str, timeout=120) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        src = page.get_attribute(".widget-output img", "src") if page.query_selector(".widget-output img") else None
+        img = page.query_selector(f"{NOTEBOOK} .widget-output img")
+        src = img.get_attribute("src") if img else None
         if src and src != old:
             return src
         page.wait_for_timeout(500)
@@ -91,14 +95,17 @@ def wait_for_new_figure(page, old: str, timeout=120) -> str:
 
 
 def slider_handle(page, label):
-    slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text=label)).first
+    slider = page.locator(f"{NOTEBOOK} .widget-slider", has=page.locator(".widget-label", has_text=label)).first
     return slider.locator(".noUi-handle")
 
 
-def shoot_cell(page, needle: str, path: str) -> None:
-    """Screenshot the cell whose source contains ``needle`` (input and outputs)."""
-    cell = page.locator(".jp-Notebook .jp-Cell", has=page.locator(".jp-InputArea", has_text=needle)).first
-    if not cell.count():  # an older notebook without that cell: the page as it is
+def shoot_cell(page, needles: tuple[str, ...], path: str) -> None:
+    """Screenshot the first cell whose source contains one of ``needles`` (input and outputs)."""
+    for needle in needles:
+        cell = page.locator(f"{NOTEBOOK} .jp-Cell", has=page.locator(".jp-InputArea", has_text=needle)).first
+        if cell.count():
+            break
+    else:  # a notebook without such a cell: the page as it is
         page.screenshot(path=str(SCREENSHOTS / path))
         return
     cell.scroll_into_view_if_needed()
@@ -113,15 +120,15 @@ def saved_notebook(lab, name) -> dict:
 def test_06_run_all_widgets_and_sliders(page, lab):
     open_notebook(page, lab, "06_sampling.ipynb")
     no_news_popup(page)
-    command(page, "Run", "notebook:run-all-cells")
+    command(page, "Run", "runmenu:run-all")
     wait_for_run_all(page)
     page.wait_for_timeout(2000)
-    shoot_cell(page, "interactive_figure(show", "06_run_all_sliders.png")
+    shoot_cell(page, SLIDERS_06, "06_run_all_sliders.png")
     text = page_text(page)
     assert "Error displaying widget" not in text
-    assert page.locator(".widget-slider").count() >= 4, "the sliders did not render"
+    assert page.locator(f"{NOTEBOOK} .widget-slider").count() >= 4, "the sliders did not render"
 
-    labels = page.eval_on_selector_all(".widget-slider .widget-label", """els => els.map(e => (
+    labels = page.eval_on_selector_all(f"{NOTEBOOK} .widget-slider .widget-label", """els => els.map(e => (
         {text: e.textContent, cut: e.scrollWidth > e.clientWidth}))""")
     assert {"temperature", "top-k", "top-p", "seed"} <= {lab_["text"] for lab_ in labels}
     assert not [lab_ for lab_ in labels if lab_["cut"]], f"labels cut off: {labels}"
@@ -133,7 +140,7 @@ def test_06_run_all_widgets_and_sliders(page, lab):
     handle.focus()
     handle.press("ArrowRight")  # 0.8 -> 0.85
     moved = wait_for_new_figure(page, first)
-    shoot_cell(page, "interactive_figure(show", "06_slider_moved.png")
+    shoot_cell(page, SLIDERS_06, "06_slider_moved.png")
     handle.press("ArrowLeft")  # back to 0.8
     back = wait_for_new_figure(page, moved)
     assert back == first, "the figure shown after Run All differs from the same setting redrawn"
@@ -151,9 +158,9 @@ def test_06_run_all_widgets_and_sliders(page, lab):
     lab.shutdown_kernels()
     open_notebook(page, lab, "06_sampling.ipynb")
     page.wait_for_timeout(3000)
-    shoot_cell(page, "interactive_figure(show", "06_reopened_sliders.png")
+    shoot_cell(page, SLIDERS_06, "06_reopened_sliders.png")
     assert "Error displaying widget" not in page_text(page)
-    assert page.locator(".widget-slider").count() >= 4
+    assert page.locator(f"{NOTEBOOK} .widget-slider").count() >= 4
     assert not page.external, f"requests outside 127.0.0.1: {page.external}"
 
 
@@ -163,9 +170,8 @@ def test_stored_outputs_render_without_running(page, lab, name):
     no_news_popup(page)
     assert not broken_images(page), f"images that did not load: {broken_images(page)}"
     stem = name.split(".")[0]
-    needle = {"03": "interactive_figure(show_head", "09": "trajectory_animation("}[stem[:2]]
-    shoot_cell(page, needle, f"{stem}_stored.png")
-    outputs = page.eval_on_selector_all(".jp-OutputArea-output", "els => els.map(e => e.innerText.trim())")
+    shoot_cell(page, {"03": SLIDERS_03, "09": ("trajectory_animation(",)}[stem[:2]], f"{stem}_stored.png")
+    outputs = page.eval_on_selector_all(f"{NOTEBOOK} .jp-OutputArea-output", "els => els.map(e => e.innerText.trim())")
     reprs = [o[:80] for o in outputs if WIDGET_REPR.search(o)]
     assert not reprs, f"widgets shown as their text repr instead of an image: {reprs}"
     stuck = [o[:80] for o in outputs if STUCK_PROGRESS.search(o)]
@@ -179,7 +185,7 @@ def test_stored_outputs_render_without_running(page, lab, name):
                 assert any(k.startswith("image/") for k in data), (
                     f"cell {i}: a widget or script output without an image beside it")
     if name.startswith("09"):
-        gifs = page.eval_on_selector_all(".jp-OutputArea-output img", "els => els.filter(e => "
+        gifs = page.eval_on_selector_all(f"{NOTEBOOK} .jp-OutputArea-output img", "els => els.filter(e => "
                                          "e.src.startsWith('data:image/gif') && e.naturalWidth > 0).length")
         assert gifs >= 1, "the denoising animation is not shown as an image"
     assert not page.external, f"requests outside 127.0.0.1: {page.external}"
