@@ -42,10 +42,17 @@ def command(page, menu, command_id):
 
 
 def prompts(page) -> list[str]:
-    return page.eval_on_selector_all(f"{NOTEBOOK} .jp-CodeCell .jp-InputArea-prompt", "els => els.map(e => e.textContent.trim())")
+    return page.eval_on_selector_all(f"{NOTEBOOK} .jp-CodeCell .jp-InputArea-prompt",
+                                     "els => els.map(e => e.textContent.trim())")
 
 
 def wait_for_run_all(page, timeout=RUN_ALL_TIMEOUT):
+    """Until every code cell shows its execution count: first the queued cells' [*], then numbers."""
+    deadline = time.monotonic() + 30  # Run All marks every queued cell [*] at once
+    while "[*]:" not in prompts(page):
+        if time.monotonic() > deadline:
+            pytest.fail("Run All did not start: no cell was queued within 30 s")
+        page.wait_for_timeout(100)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         marks = prompts(page)
@@ -147,8 +154,11 @@ def test_06_run_all_widgets_and_sliders(page, lab):
     assert moved != first
 
     # no error outputs, in the notebook as saved
+    saved = (lab.root / "06_sampling.ipynb").stat().st_mtime_ns
     command(page, "File", "docmanager:save")
-    page.wait_for_timeout(3000)
+    deadline = time.monotonic() + 30
+    while (lab.root / "06_sampling.ipynb").stat().st_mtime_ns == saved and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
     nb = saved_notebook(lab, "06_sampling.ipynb")
     errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
     assert not errors, f"cells raised: {[e['ename'] + ': ' + e['evalue'] for e in errors]}"
