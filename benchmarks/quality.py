@@ -1,11 +1,16 @@
-"""Sample quality of the course's generative models, judged by classifiers trained on real data.
+"""Sample quality of the course's generative models, judged against real data.
 
 Prints one JSON object (and writes it to benchmarks/results/quality.json):
 
 * ``digits``: ``zoo.load("digits-ddpm")`` draws 500 digits (50 per class, guidance
   w = 3, 50 DDIM steps); an RBF SVM fitted on scikit-learn's real digits names
   each one. Pass: at least 95% are the digit that was asked for.
-* ``shapes``: added by ``benchmarks/quality_shapes.py`` (its ``run() -> dict``) when present.
+* ``shapes``: ``benchmarks/quality_shapes.py`` (its ``run() -> dict``): the offline
+  Stable Diffusion (``shapes-vae`` + ``shapes-ldm``) judged by the strict rule-based
+  judge of ``benchmarks/shapes_judge.py`` and, beside it, a CNN: reconstructions,
+  text-to-image (colour, kind, convexity, position, size), image-to-image strength
+  curve and inpainting (blend vs RePaint), each with its bar and ``pass``, and the
+  training times of both models.
 
 Run: ``.venv/bin/python benchmarks/quality.py`` (trains the zoo models on a cold cache);
 ``--only digits`` (or ``--only shapes``) runs one section.

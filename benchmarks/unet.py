@@ -30,7 +30,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from course_lib.unet import UNetConfig, count_parameters, diffusers_config, from_diffusers  # noqa: E402
+from course_lib.params import count_parameters  # noqa: E402
+from course_lib.unet import UNetConfig, diffusers_config, from_diffusers  # noqa: E402
 
 # sub-module (by its name in the model) -> part of the breakdown; the two models
 # name their parts alike (the course model follows diffusers' checkpoint names).
@@ -112,7 +113,7 @@ def main(repeats: int = 5, threads: int = 2, breakdown_repeats: int = 10) -> dic
         "benchmark": "unet_forward",
         "config": "SD v1 layout, block channels 64/128/256/256, cross-attention 768, 8 heads, "
                   "2 layers per block, latent 32x32, batch 2, 77 condition tokens, fp32, CPU",
-        "threads": threads, "repeats": repeats, "parameters": count_parameters(ours),
+        "threads": threads, "repeats": repeats, "parameters": count_parameters(ours).total,
         "course_s": round(med["course"], 4), "diffusers_s": round(med["diffusers"], 4),
         "course_all_s": [round(v, 4) for v in times["course"]],
         "diffusers_all_s": [round(v, 4) for v in times["diffusers"]],

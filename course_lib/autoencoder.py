@@ -23,10 +23,13 @@ Public API
     ``Autoencoder.from_diffusers(diffusers.AutoencoderKL)``, ``Autoencoder.from_folder(path)``
 ``DiagonalGaussian``: ``.mean``, ``.logvar`` (clamped to [-30, 20] as in the original), ``.std``,
     ``.var``, ``.sample(generator=None)``, ``.mode()``, ``.kl()`` -> [B] (KL to N(0, I)).
+``reparameterize(mean, logvar, generator=None)`` and ``kl_to_standard_normal(mean, logvar)``: the
+    sampling and the KL of every VAE in the course (notebook 07's small one too).
 ``from_diffusers(model)``, ``load_autoencoder_folder(path)``, ``config_from_diffusers(dict)``,
 ``diffusers_config(AutoencoderConfig)``.
 
-The small teaching autoencoder and VAE are in ``course_lib.vae_small``.
+The small teaching autoencoder and VAE of notebook 07 are in ``course_lib.vae_small``; they
+share this module's Gaussian (``reparameterize``, ``kl_to_standard_normal``).
 """
 
 from __future__ import annotations
@@ -38,10 +41,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import MultiHeadAttention
-from .diffusers_io import build_and_load, check_supported, read_folder
-from .unet_blocks import Downsample, ResnetBlock, Upsample
+from .device import randn
+from .diffusers_io import RENAMES, check_supported, convert_model, load_folder
+from .unet_blocks import Downsample, MidBlock, ResnetBlock, Upsample
 
-__all__ = ["AutoencoderConfig", "Autoencoder", "DiagonalGaussian", "SpatialSelfAttention",
+__all__ = ["AutoencoderConfig", "Autoencoder", "DiagonalGaussian", "reparameterize", "kl_to_standard_normal",
+           "SpatialSelfAttention",
            "from_diffusers", "load_autoencoder_folder", "config_from_diffusers", "diffusers_config",
            "SD_SCALING_FACTOR"]
 
@@ -86,8 +91,30 @@ class AutoencoderConfig:
         return cls(**base)
 
 
+# ------------------------------------------------------------ the Gaussian of a VAE
+def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None,
+                   noise: torch.Tensor | None = None) -> torch.Tensor:
+    """The reparameterisation trick (Kingma & Welling 2014, eq. 10): z = μ + σ ⊙ ε, ε ~ N(0, I).
+
+    The randomness is all in ε, so z is differentiable in μ and σ = exp(½ log σ²).
+    ε is ``noise`` if given, else drawn from ``generator`` on its own device and moved
+    to μ's (``course_lib.device.randn``): the same seed gives the same z on any device.
+    """
+    if noise is None:
+        noise = randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    elif noise.shape != mean.shape:
+        raise ValueError(f"noise shape {tuple(noise.shape)} must equal the mean's shape {tuple(mean.shape)}")
+    return mean + torch.exp(0.5 * logvar) * noise
+
+
+def kl_to_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(μ, σ²) ‖ N(0, I)) = ½ Σ (μ² + σ² − 1 − log σ²) per example (Kingma & Welling 2014,
+    appendix B), summed over every dimension but the batch: ``[B, ...] -> [B]``."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(dim=1)
+
+
 class DiagonalGaussian:
-    """N(mean, diag(exp(logvar))) built from moments [B, 2C, h, w] (mean and log-variance stacked)."""
+    """N(mean, diag(exp(logvar))) built from moments [B, 2C, ...] (mean and log-variance stacked on dim 1)."""
 
     def __init__(self, moments: torch.Tensor):
         self.mean, logvar = moments.chunk(2, dim=1)  # [B, C, h, w] each
@@ -96,16 +123,15 @@ class DiagonalGaussian:
         self.var = torch.exp(self.logvar)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The reparameterisation trick: z = μ + σ ⊙ ε, ε ~ N(0, I)."""
-        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
-        return self.mean + self.std * eps
+        """z = μ + σ ⊙ ε (``reparameterize``), ε drawn from ``generator`` on its own device."""
+        return reparameterize(self.mean, self.logvar, generator)
 
     def mode(self) -> torch.Tensor:
         return self.mean
 
     def kl(self) -> torch.Tensor:
-        """KL(q ‖ N(0, I)) = ½ Σ (μ² + σ² − 1 − log σ²), summed over C, h, w: [B]."""
-        return 0.5 * (self.mean.pow(2) + self.var - 1.0 - self.logvar).sum(dim=(1, 2, 3))
+        """KL(q ‖ N(0, I)) summed over C, h, w: [B] (``kl_to_standard_normal``)."""
+        return kl_to_standard_normal(self.mean, self.logvar)
 
 
 class SpatialSelfAttention(MultiHeadAttention):
@@ -123,16 +149,9 @@ class SpatialSelfAttention(MultiHeadAttention):
         return x + out.transpose(1, 2).reshape(b, c, h, w)
 
 
-class MidBlock(nn.Module):
-    """resnet → self-attention → resnet, at the lowest resolution."""
-
-    def __init__(self, ch: int, groups: int):
-        super().__init__()
-        self.resnets = nn.ModuleList(ResnetBlock(ch, ch, None, groups, _EPS) for _ in range(2))
-        self.attentions = nn.ModuleList([SpatialSelfAttention(ch, groups)])
-
-    def forward(self, x):
-        return self.resnets[1](self.attentions[0](self.resnets[0](x)))
+def _mid_block(ch: int, groups: int) -> MidBlock:
+    """resnet → self-attention over the pixels → resnet, with no time embedding."""
+    return MidBlock(ch, None, groups, _EPS, SpatialSelfAttention(ch, groups))
 
 
 class EncoderLevel(nn.Module):
@@ -171,7 +190,7 @@ class Encoder(nn.Module):
         self.down_blocks = nn.ModuleList(
             EncoderLevel(chs[max(i - 1, 0)], chs[i], cfg.layers_per_block, g, downsample=i < len(chs) - 1)
             for i in range(len(chs)))
-        self.mid_block = MidBlock(chs[-1], g)
+        self.mid_block = _mid_block(chs[-1], g)
         self.conv_norm_out = nn.GroupNorm(g, chs[-1], eps=_EPS)
         self.conv_out = nn.Conv2d(chs[-1], 2 * cfg.latent_channels, 3, padding=1)
 
@@ -190,7 +209,7 @@ class Decoder(nn.Module):
         super().__init__()
         chs, g = tuple(reversed(cfg.block_out_channels)), cfg.norm_num_groups
         self.conv_in = nn.Conv2d(cfg.latent_channels, chs[0], 3, padding=1)
-        self.mid_block = MidBlock(chs[0], g)
+        self.mid_block = _mid_block(chs[0], g)
         self.up_blocks = nn.ModuleList(
             DecoderLevel(chs[max(i - 1, 0)], chs[i], cfg.layers_per_block + 1, g, upsample=i < len(chs) - 1)
             for i in range(len(chs)))
@@ -260,22 +279,16 @@ class Autoencoder(nn.Module):
     @classmethod
     def from_diffusers(cls, model) -> "Autoencoder":
         """Convert a ``diffusers.AutoencoderKL`` (the SD v1/v2 layout)."""
-        cfg = config_from_diffusers(dict(model.config))
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return build_and_load(cls, cfg, state, DIFFUSERS_RENAMES, device=model.device, dtype=model.dtype)
+        return convert_model(cls, model, config_from_diffusers, DIFFUSERS_RENAMES)
 
     @classmethod
     def from_folder(cls, path) -> "Autoencoder":
         """Load a diffusers-layout ``vae/`` folder (``config.json`` + safetensors) strictly."""
-        config, state = read_folder(path)
-        return build_and_load(cls, config_from_diffusers(config), state, DIFFUSERS_RENAMES)
+        return load_folder(cls, path, config_from_diffusers, DIFFUSERS_RENAMES)
 
 
 # ------------------------------------------------------------ diffusers import
-DIFFUSERS_RENAMES = [
-    ("downsamplers.0.", "downsample."), ("upsamplers.0.", "upsample."),
-    (".to_q.", ".q_proj."), (".to_k.", ".k_proj."), (".to_v.", ".v_proj."), (".to_out.0.", ".out_proj."),
-]
+DIFFUSERS_RENAMES = RENAMES  # diffusers name -> course name
 
 _SUPPORTED = dict(
     down_block_types=None, up_block_types=None,  # checked below

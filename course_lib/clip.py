@@ -8,17 +8,19 @@ final LayerNorm output is used. Stable Diffusion v1 (Rombach et al. 2022,
 feeds the *whole sequence* of final hidden states ``[B, 77, 768]`` to the
 UNet's cross-attention layers as ``cond``.
 
-One block (pre-norm, as in GPT-2):
+One block is the course's pre-norm block (``transformer.TransformerBlock``, as in GPT-2):
 
     h = h + Attn(LN₁(h))   with a causal mask (token i sees tokens ≤ i)
     h = h + MLP(LN₂(h))    MLP = fc2(act(fc1(h))), act = quick_gelu or gelu
 
-``quick_gelu(x) = x · σ(1.702 x)`` is the cheap approximation of GELU that the
-original CLIP was trained with (so it must be used with its weights).
+``quick_gelu(x) = x · σ(1.702 x)`` (``transformer.quick_gelu``) is the cheap
+approximation of GELU that the original CLIP was trained with (so it must be
+used with its weights).
 
 Also here: ``from_hf`` (weights from ``transformers.CLIPTextModel``), the real
 ``CLIPTokenizer`` (``load_clip_tokenizer``, a local folder offline, the hub
-online) and ``WordTokenizer``, a whole-word tokenizer for the offline shapes model.
+online) and ``WordTokenizer``, a whole-word tokenizer (the offline shapes model
+builds its vocabulary in ``course_lib.zoo.shapes``).
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .attention import MultiHeadAttention
+from .checkpoint import load_strict
+from .checks import check_choice, check_int, check_number
+from .transformer import TransformerBlock, quick_gelu
 
 __all__ = [
     "CLIPTextConfig",
@@ -43,7 +46,6 @@ __all__ = [
     "config_from_hf",
     "load_clip_tokenizer",
     "WordTokenizer",
-    "shapes_tokenizer",
 ]
 
 ACTIVATIONS = ("quick_gelu", "gelu")
@@ -64,44 +66,11 @@ class CLIPTextConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "width", "n_layers", "n_heads", "n_positions", "mlp_width"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"CLIPTextConfig.{name} must be a positive int, got {value!r}")
+            check_int(f"CLIPTextConfig.{name}", getattr(self, name), 1)
         if self.width % self.n_heads:
             raise ValueError(f"width={self.width} must be divisible by n_heads={self.n_heads}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-
-
-def quick_gelu(x: torch.Tensor) -> torch.Tensor:
-    """x · σ(1.702 x): CLIP's approximation of GELU."""
-    return x * torch.sigmoid(1.702 * x)
-
-
-class MLP(nn.Module):
-    def __init__(self, cfg: CLIPTextConfig):
-        super().__init__()
-        self.fc1 = nn.Linear(cfg.width, cfg.mlp_width)
-        self.fc2 = nn.Linear(cfg.mlp_width, cfg.width)
-        self.act = quick_gelu if cfg.activation == "quick_gelu" else F.gelu
-
-    def forward(self, x):  # [B, T, D] -> [B, T, D]
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block with causal self-attention."""
-
-    def __init__(self, cfg: CLIPTextConfig):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
-        self.attn = MultiHeadAttention(cfg.width, cfg.n_heads)
-        self.ln_2 = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
-        self.mlp = MLP(cfg)
-
-    def forward(self, x, key_padding_mask=None):  # [B, T, D]
-        x = x + self.attn(self.ln_1(x), causal=True, key_padding_mask=key_padding_mask)
-        return x + self.mlp(self.ln_2(x))
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_number("layer_norm_eps", self.layer_norm_eps, 0, low_open=True)
 
 
 class CLIPTextEncoder(nn.Module):
@@ -112,7 +81,10 @@ class CLIPTextEncoder(nn.Module):
         self.config = cfg = config if config is not None else CLIPTextConfig()
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
         self.position_embedding = nn.Embedding(cfg.n_positions, cfg.width)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(
+            TransformerBlock(cfg.width, cfg.n_heads, cfg.mlp_width, causal=True, layer_norm_eps=cfg.layer_norm_eps,
+                             activation=cfg.activation)
+            for _ in range(cfg.n_layers))
         self.final_ln = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -141,9 +113,6 @@ class CLIPTextEncoder(nn.Module):
         for layer in self.layers:
             h = layer(h, key_padding_mask=padding)
         return self.final_ln(h)  # [B, T, D]
-
-    def n_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
 
 # --------------------------------------------------------------------------- Hugging Face import
@@ -185,30 +154,17 @@ def config_from_hf(hf_config) -> CLIPTextConfig:
 
 
 def load_hf_state_dict(model: CLIPTextEncoder, state_dict: dict[str, torch.Tensor]) -> CLIPTextEncoder:
-    """Copy a transformers-named state dict into ``model``, strictly (names and shapes).
+    """Copy a transformers-named state dict into ``model``, strictly (names and shapes:
+    ``checkpoint.load_strict``; keys it does not know are reported under their own names).
 
     Accepts both the transformers 5 names and the older ``text_model.``-prefixed
     ones found in checkpoints such as Stable Diffusion v1.5's ``text_encoder/``.
     """
-    theirs = {k.removeprefix("text_model."): v for k, v in state_dict.items()
-              if not k.endswith("position_ids")}  # a non-learned buffer in old checkpoints
-    ours = model.state_dict()
-    wanted = {hf_key(k): k for k in ours}
-    missing = sorted(set(wanted) - set(theirs))
-    unexpected = sorted(set(theirs) - set(wanted))
-    if missing or unexpected:
-        raise KeyError(f"CLIP text state dict mismatch: missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
-                       f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}")
-    bad = [f"{k}: ours {tuple(ours[wanted[k]].shape)} vs theirs {tuple(v.shape)}"
-           for k, v in theirs.items() if tuple(v.shape) != tuple(ours[wanted[k]].shape)]
-    if bad:
-        raise ValueError("CLIP text shape mismatch: " + "; ".join(bad[:8]))
-    model.load_state_dict({wanted[k]: v for k, v in theirs.items()}, strict=True, assign=_on_meta(model))
+    ours = {hf_key(k): k for k in model.state_dict()}  # their name -> ours
+    renamed = {ours.get(k.removeprefix("text_model."), k): v for k, v in state_dict.items()
+               if not k.endswith("position_ids")}  # a non-learned buffer in old checkpoints
+    load_strict(model, renamed, "CLIP text encoder")
     return model
-
-
-def _on_meta(model: nn.Module) -> bool:
-    return any(p.is_meta for p in model.parameters())
 
 
 def from_hf(hf_model) -> CLIPTextEncoder:
@@ -306,12 +262,3 @@ class WordTokenizer:
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_dict()))
-
-
-def shapes_tokenizer(max_length: int = 10) -> WordTokenizer:
-    """The tokenizer of the offline shapes model: every word its captions can use."""
-    from .data.shapes import SHAPE_COLORS, SHAPE_KINDS, SHAPE_POSITIONS, SHAPE_SIZES
-
-    words = ["a"] + list(SHAPE_SIZES) + list(SHAPE_COLORS) + list(SHAPE_KINDS)
-    words += [w for phrase in SHAPE_POSITIONS for w in phrase.split()]
-    return WordTokenizer(words, max_length=max_length)

@@ -20,6 +20,12 @@ from .checkpoint import load_strict
 
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
+# diffusers name -> course name, shared by the UNet and the autoencoder (substring replacements)
+RENAMES = [
+    ("downsamplers.0.", "downsample."), ("upsamplers.0.", "upsample."),
+    (".to_q.", ".q_proj."), (".to_k.", ".k_proj."), (".to_v.", ".v_proj."), (".to_out.0.", ".out_proj."),
+]
+
 
 def rename_keys(state_dict: dict, renames: list[tuple[str, str]]) -> dict:
     """Replace each ``old`` substring by ``new`` (in order) in every key."""
@@ -33,11 +39,25 @@ def rename_keys(state_dict: dict, renames: list[tuple[str, str]]) -> dict:
 
 def build_and_load(cls, config, state_dict: dict, renames: list[tuple[str, str]],
                    device=None, dtype=None) -> nn.Module:
-    """Build ``cls(config)`` on the meta device (no memory, no init) and load ``state_dict`` into it strictly."""
+    """Build ``cls(config)`` on the meta device (no memory, no init) and load ``state_dict`` into it strictly,
+    then move it to ``device`` and/or cast it to ``dtype`` (either may be None: left as loaded)."""
     with torch.device("meta"):
         model = cls(config)
     load_strict(model, rename_keys(state_dict, renames), cls.__name__)
-    return model.to(device=device, dtype=dtype) if device is not None else model
+    return model.to(device=device, dtype=dtype)
+
+
+def convert_model(cls, model, config_from_diffusers, renames: list[tuple[str, str]]) -> nn.Module:
+    """A diffusers model -> ``cls`` with a copy of its weights, on its device and in its dtype."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}  # no shared storage
+    return build_and_load(cls, config_from_diffusers(dict(model.config)), state, renames,
+                          device=model.device, dtype=model.dtype)
+
+
+def load_folder(cls, path, config_from_diffusers, renames: list[tuple[str, str]]) -> nn.Module:
+    """A diffusers model folder (``config.json`` + weights) -> ``cls``, loaded strictly."""
+    config, state = read_folder(path)
+    return build_and_load(cls, config_from_diffusers(config), state, renames)
 
 
 def read_folder(path) -> tuple[dict, dict]:

@@ -20,7 +20,16 @@ By default the samplers reproduce diffusers' ``DDPMScheduler`` and ``DDIMSchedul
 configured as in Stable Diffusion v1.5 (``timestep_spacing="leading"``,
 ``steps_offset=1``, ``set_alpha_to_one=False``, ``clip_sample=False``): the same
 timesteps, and the same result given the same noise (a CPU ``torch.Generator``
-seeded alike draws the same numbers in the same order).
+seeded alike draws the same numbers in the same order). Any other configuration
+diffusers can express and the course implements — ε- or v-prediction, "leading",
+"trailing" or "linspace" timesteps, ``clip_sample`` — comes from a ``SchedulerConfig``
+(what a model's ``scheduler_config.json`` says)::
+
+    config = SchedulerConfig.from_diffusers(json.load(open("scheduler/scheduler_config.json")))
+    sampler = DDIMSampler.from_config(config, n_steps=50, eta=0.0)    # or DDPMSampler.from_config
+    sampler = make_sampler(config, "ddim", n_steps=50)               # the pipelines' way
+
+Noise is drawn with ``course_lib.device.randn`` (on the generator's device, then moved).
 
 Sampling loop (``eps_fn(x, t)`` returns ε; ``t`` is a LongTensor ``[B]``)::
 
@@ -52,16 +61,19 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .schedules import SCHEDULES, _check_betas, alpha_bar, log_snr, make_betas, snr
+from .checks import check_choice, check_int, check_number
+from .device import randn
+from .schedules import (PREDICTION_TYPES, SCHEDULES, TIMESTEP_SPACINGS, SchedulerConfig, _check_betas, alpha_bar,
+                        log_snr, make_betas, snr)
 
 __all__ = [
-    "SCHEDULES", "make_betas", "alpha_bar", "snr", "log_snr",
+    "SCHEDULES", "make_betas", "alpha_bar", "snr", "log_snr", "SchedulerConfig", "SAMPLERS", "make_sampler",
     "q_sample", "q_sample_from", "predict_x0", "predict_eps", "velocity", "diffusion_loss",
     "StepOutput", "StepInfo", "Trajectory", "DDPMSampler", "DDIMSampler",
     "guided_eps", "ClassifierFreeGuidance", "slerp",
 ]
 
-PREDICTION_TYPES = ("epsilon", "v_prediction")
+SAMPLERS = ("ddim", "ddpm")  # the update rules a pipeline can use
 
 
 # ----------------------------------------------------------------------------- forward process
@@ -130,14 +142,13 @@ def diffusion_loss(model_fn: Callable, x0: torch.Tensor, alphas_cumprod: torch.T
     ``model_fn(x_t, t) -> prediction`` with x_t ``[B, ...]`` and t a LongTensor ``[B]``.
     t defaults to uniform draws from {0, …, N-1}, noise to N(0, I), both from ``generator``.
     """
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
     n, b = alphas_cumprod.shape[0], x0.shape[0]
-    gen_device = generator.device if generator is not None else x0.device
-    if t is None:
+    if t is None:  # drawn on the generator's device, then moved (as the noise, device.randn)
+        gen_device = generator.device if generator is not None else torch.device("cpu")
         t = torch.randint(0, n, (b,), generator=generator, device=gen_device).to(x0.device)
     if noise is None:
-        noise = torch.randn(x0.shape, generator=generator, device=gen_device, dtype=x0.dtype).to(x0.device)
+        noise = randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = q_sample(x0, t, noise, alphas_cumprod)
     target = noise if prediction_type == "epsilon" else velocity(x0, noise, t, alphas_cumprod)
     pred = model_fn(x_t, t)
@@ -178,46 +189,63 @@ class Trajectory:
     sample: torch.Tensor  # [B, C, H, W], the final result
 
 
-def _check_int(name: str, value, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low or (high is not None and value > high):
-        allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be {allowed}, got {value}")
-    return value
-
-
 def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """N(0, I) noise shaped like x, drawn on the generator's device (as diffusers does), then moved."""
-    device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+    """N(0, I) noise shaped like x (``course_lib.device.randn``: drawn on the generator's device, then moved)."""
+    return randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def spaced_timesteps(num_train_timesteps: int, n_steps: int, spacing: str = "leading",
+                     steps_offset: int = 0) -> torch.Tensor:
+    """Which ``n_steps`` of the N training timesteps a sampler visits, descending (LongTensor ``[n]``).
+
+    The three spacings of Lin et al. 2024 ("Common Diffusion Noise Schedules and Sample
+    Steps are Flawed", table 2), as diffusers' schedulers compute them:
+
+    * "leading":  k·⌊N/n⌋ + steps_offset, k = n-1 … 0 (SD 1.x: 981, 961, … 1 for n = 50);
+    * "trailing": round(N − k·N/n) − 1, k = 0 … n-1 (starts at N−1, the pure-noise end: 999, 979, … 19);
+    * "linspace": round(k·(N−1)/(n−1)), k = n-1 … 0 (999, 979, … 0).
+
+    Floating-point steps follow numpy's arithmetic, so rounding ties land where diffusers'
+    do. (Where numpy's ``arange`` yields one value too many for "trailing", diffusers
+    ends on the invalid timestep −1; here the n valid ones are kept.)
+    """
+    n_train = check_int("num_train_timesteps", num_train_timesteps, 1)
+    check_int("n_steps", n_steps, 1, n_train)
+    check_choice("timestep_spacing", spacing, TIMESTEP_SPACINGS)
+    check_int("steps_offset", steps_offset, 0)
+    if spacing == "leading":
+        timesteps = torch.arange(n_steps - 1, -1, -1) * (n_train // n_steps) + steps_offset
+        if int(timesteps[0]) >= n_train:
+            raise ValueError(f"n_steps={n_steps} with steps_offset={steps_offset} would start at timestep "
+                             f"{int(timesteps[0])}, beyond the last training timestep {n_train - 1}; "
+                             f"use fewer steps, steps_offset=0 or timestep_spacing='trailing'")
+        return timesteps
+    k = torch.arange(n_steps, dtype=torch.float64)
+    if spacing == "trailing":
+        delta = (n_train - n_train / n_steps) - n_train  # numpy's arange steps by (start + step) - start
+        return (n_train + k * delta).round().long() - 1
+    if n_steps == 1:
+        return torch.zeros(1, dtype=torch.long)
+    points = k * ((n_train - 1) / (n_steps - 1))  # numpy's linspace: k · step, and exactly N-1 at the end
+    points[-1] = n_train - 1
+    return points.round().long().flip(0)
 
 
 class _Sampler:
     """Shared machinery: the schedule, the timesteps, the sampling loop and its trajectory."""
 
-    def __init__(self, betas: torch.Tensor, clip_sample: bool, prediction_type: str):
+    def __init__(self, betas: torch.Tensor, clip_sample: bool, prediction_type: str, clip_sample_range: float = 1.0):
         self.betas = _check_betas(betas).detach().to("cpu", torch.float32)  # [N]
         self.alphas_cumprod = alpha_bar(self.betas)  # ᾱ [N]
         self.num_train_timesteps = self.betas.shape[0]
-        if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         if not isinstance(clip_sample, bool):
             raise TypeError(f"clip_sample must be a bool, got {type(clip_sample).__name__}")
         self.prediction_type = prediction_type
         self.clip_sample = clip_sample
+        self.clip_sample_range = check_number("clip_sample_range", clip_sample_range, 0.0, low_open=True)
         self.final_alpha_bar = torch.tensor(1.0)  # ᾱ_{-1}: set by subclasses
         self.timesteps = torch.arange(self.num_train_timesteps - 1, -1, -1)  # set by subclasses
-
-    def _leading_timesteps(self, n_steps: int, steps_offset: int) -> torch.Tensor:
-        """diffusers' "leading" spacing: 0, r, 2r, … (r = N // n), plus the offset, descending."""
-        ratio = self.num_train_timesteps // n_steps
-        timesteps = torch.arange(n_steps - 1, -1, -1) * ratio + steps_offset  # [n] descending
-        if int(timesteps[0]) >= self.num_train_timesteps:
-            raise ValueError(f"n_steps={n_steps} with steps_offset={steps_offset} would start at timestep "
-                             f"{int(timesteps[0])}, beyond the last training timestep "
-                             f"{self.num_train_timesteps - 1}; use fewer steps or steps_offset=0")
-        return timesteps
 
     def alpha_bar_at(self, t: int) -> torch.Tensor:
         """ᾱ_t as a 0-dim tensor; t = -1 (or any t < 0) gives ``final_alpha_bar``."""
@@ -233,7 +261,7 @@ class _Sampler:
             x0 = (a_t**0.5) * x - (b_t**0.5) * model_output
             eps = (a_t**0.5) * model_output + (b_t**0.5) * x
         if self.clip_sample:
-            x0 = x0.clamp(-1.0, 1.0)
+            x0 = x0.clamp(-self.clip_sample_range, self.clip_sample_range)
         return x0, eps
 
     def q_sample(self, x0: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
@@ -277,7 +305,7 @@ class _Sampler:
         """
         if not isinstance(x_T, torch.Tensor) or not x_T.is_floating_point():
             raise TypeError("x_T must be a floating-point torch.Tensor")
-        _check_int("start_index", start_index, 0, len(self.timesteps))
+        check_int("start_index", start_index, 0, len(self.timesteps))
         x = x_T
         xs, x0s, ts = [], [], []
         for i, t in enumerate(self.timesteps[start_index:].tolist()):
@@ -309,20 +337,30 @@ class DDPMSampler(_Sampler):
     """Ancestral sampling with the posterior variance β̃_t (DDPM, Ho et al. 2020, Algorithm 2).
 
     ``n_steps=None`` takes all N steps (t = N-1 … 0), as diffusers' ``DDPMScheduler``
-    does before ``set_timesteps``; an int uses "leading" spacing plus ``steps_offset``
-    like ``DDPMScheduler.set_timesteps(n_steps)``.
+    does before ``set_timesteps``; an int takes the ``timestep_spacing`` timesteps
+    (``spaced_timesteps``) like ``DDPMScheduler.set_timesteps(n_steps)``, each step
+    landing on the next one in the list.
     """
 
     def __init__(self, betas: torch.Tensor, n_steps: int | None = None, steps_offset: int = 1,
-                 clip_sample: bool = False, prediction_type: str = "epsilon"):
-        super().__init__(betas, clip_sample, prediction_type)
-        self.steps_offset = _check_int("steps_offset", steps_offset, 0)
+                 clip_sample: bool = False, prediction_type: str = "epsilon", timestep_spacing: str = "leading",
+                 clip_sample_range: float = 1.0):
+        super().__init__(betas, clip_sample, prediction_type, clip_sample_range)
+        self.steps_offset = check_int("steps_offset", steps_offset, 0)
+        self.timestep_spacing = check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
         self.n_steps = n_steps
         self.final_alpha_bar = torch.tensor(1.0)
         if n_steps is not None:
-            _check_int("n_steps", n_steps, 1, self.num_train_timesteps)
-            self.timesteps = self._leading_timesteps(n_steps, steps_offset)
+            self.timesteps = spaced_timesteps(self.num_train_timesteps, n_steps, timestep_spacing, steps_offset)
         self._prev = {int(a): int(b) for a, b in zip(self.timesteps, self.timesteps[1:])}
+
+    @classmethod
+    def from_config(cls, config: SchedulerConfig, n_steps: int | None = None) -> "DDPMSampler":
+        """The DDPM sampler a ``SchedulerConfig`` describes (diffusers' ``DDPMScheduler.from_config``)."""
+        _check_config(config)
+        return cls(config.betas(), n_steps, steps_offset=config.steps_offset, clip_sample=config.clip_sample,
+                   prediction_type=config.prediction_type, timestep_spacing=config.timestep_spacing,
+                   clip_sample_range=config.clip_sample_range)
 
     def prev_timestep(self, t: int) -> int:
         """The next timestep in ``timesteps`` after t (t - 1 when all steps are taken), -1 after the last."""
@@ -353,27 +391,38 @@ class DDPMSampler(_Sampler):
 class DDIMSampler(_Sampler):
     """Denoising diffusion implicit models (Song et al. 2021), eq. 12 with σ_t(η) of eq. 16.
 
-    ``n_steps`` timesteps in "leading" spacing (t = k·⌊N/n⌋ + steps_offset). With
-    ``set_alpha_to_one=False`` the last step lands on ᾱ_0 instead of 1 (SD v1.5).
+    ``n_steps`` timesteps in ``timestep_spacing`` (``spaced_timesteps``; SD 1.x: "leading",
+    t = k·⌊N/n⌋ + steps_offset). Each step lands ⌊N/n⌋ timesteps lower, as in diffusers'
+    ``DDIMScheduler`` for every spacing. With ``set_alpha_to_one=False`` the last step
+    lands on ᾱ_0 instead of 1 (SD v1.5).
     """
 
     def __init__(self, betas: torch.Tensor, n_steps: int, eta: float = 0.0, steps_offset: int = 1,
                  set_alpha_to_one: bool = False, clip_sample: bool = False, prediction_type: str = "epsilon",
-                 use_clipped_model_output: bool = False):
-        super().__init__(betas, clip_sample, prediction_type)
+                 use_clipped_model_output: bool = False, timestep_spacing: str = "leading",
+                 clip_sample_range: float = 1.0):
+        super().__init__(betas, clip_sample, prediction_type, clip_sample_range)
         # with clip_sample, re-derive ε̂ from the clipped x̂_0 so the two stay consistent (GLIDE; diffusers'
         # ``use_clipped_model_output``); otherwise many deterministic steps drift towards saturation
         self.use_clipped_model_output = bool(use_clipped_model_output)
-        _check_int("n_steps", n_steps, 1, self.num_train_timesteps)
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)):
-            raise TypeError(f"eta must be a number, got {type(eta).__name__}")
-        if eta < 0:
-            raise ValueError(f"eta must be >= 0 (0: deterministic DDIM, 1: DDPM-like), got {eta}")
-        self.n_steps, self.eta = n_steps, float(eta)
-        self.steps_offset = _check_int("steps_offset", steps_offset, 0)
+        check_int("n_steps", n_steps, 1, self.num_train_timesteps)
+        self.n_steps = n_steps
+        self.eta = check_number("eta", eta, 0.0)  # 0: deterministic DDIM, 1: DDPM-like
+        self.steps_offset = check_int("steps_offset", steps_offset, 0)
+        self.timestep_spacing = check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
         self.final_alpha_bar = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0]
-        self.timesteps = self._leading_timesteps(n_steps, steps_offset)
+        self.timesteps = spaced_timesteps(self.num_train_timesteps, n_steps, timestep_spacing, steps_offset)
         self.step_ratio = self.num_train_timesteps // n_steps
+
+    @classmethod
+    def from_config(cls, config: SchedulerConfig, n_steps: int, eta: float = 0.0,
+                    use_clipped_model_output: bool = False) -> "DDIMSampler":
+        """The DDIM sampler a ``SchedulerConfig`` describes (diffusers' ``DDIMScheduler.from_config``)."""
+        _check_config(config)
+        return cls(config.betas(), n_steps, eta, steps_offset=config.steps_offset,
+                   set_alpha_to_one=config.set_alpha_to_one, clip_sample=config.clip_sample,
+                   prediction_type=config.prediction_type, use_clipped_model_output=use_clipped_model_output,
+                   timestep_spacing=config.timestep_spacing, clip_sample_range=config.clip_sample_range)
 
     def prev_timestep(self, t: int) -> int:
         """t - ⌊N/n⌋; a negative value means the end (ᾱ = ``final_alpha_bar``)."""
@@ -429,6 +478,27 @@ class DDIMSampler(_Sampler):
         if not return_trajectory:
             return x
         return x, Trajectory(ts, torch.stack(xs), torch.stack(x0s), x.detach().cpu())
+
+
+def _check_config(config) -> None:
+    if not isinstance(config, SchedulerConfig):
+        raise TypeError(f"config must be a SchedulerConfig (course_lib.schedules), got {type(config).__name__}; "
+                        f"a diffusers scheduler_config.json dict goes through SchedulerConfig.from_diffusers")
+
+
+def make_sampler(config: SchedulerConfig, kind: str = "ddim", n_steps: int = 50,
+                 eta: float = 0.0) -> DDIMSampler | DDPMSampler:
+    """A fresh sampler of ``kind`` ("ddim" or "ddpm") for ``config``: what a pipeline makes for each call.
+
+    ``eta`` is DDIM's (0: deterministic); DDPM is always ancestral, so it takes only eta = 0.
+    """
+    check_choice("sampler", kind, SAMPLERS)
+    if kind == "ddpm":
+        if check_number("eta", eta, 0.0) != 0:
+            raise ValueError(f"eta={eta} applies to the DDIM sampler only (DDPM is always ancestral); "
+                             f"use sampler='ddim' or eta=0")
+        return DDPMSampler.from_config(config, n_steps)
+    return DDIMSampler.from_config(config, n_steps, eta)
 
 
 # ----------------------------------------------------------------------------- guidance

@@ -18,151 +18,115 @@ section 2.3 of the paper:
 The 124M model: ``vocab_size=50257, d_model=768, n_heads=12, n_layers=12,
 n_positions=1024`` → 124,439,808 parameters (the head shares ``wte``).
 
+The blocks are the course's one pre-norm block (``transformer.TransformerBlock``,
+notebook 02) with GPT-2's options: causal attention with one fused q/k/v
+projection ``attn.qkv_proj`` and an MLP ``mlp.fc1``/``mlp.fc2`` with the tanh GELU.
+
 ``from_hf`` / ``to_hf_state_dict`` convert from / to ``transformers``'
-``GPT2LMHeadModel``. Its linear layers are ``Conv1D`` modules that store the
-weight as ``[in, out]`` (``y = x W + b``) where ``nn.Linear`` stores
+``GPT2LMHeadModel``; ``hf_key_map`` lists every pair of names (our ``qkv_proj``
+is their ``c_attn``, ``out_proj`` their ``attn.c_proj``, ``fc1``/``fc2`` their
+``c_fc``/``mlp.c_proj``). Their linear layers are ``Conv1D`` modules that store
+the weight as ``[in, out]`` (``y = x W + b``) where ``nn.Linear`` stores
 ``[out, in]`` (``y = x Wᵀ + b``), so those weights are transposed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import causal_mask, scaled_dot_product_attention
+from .checks import check_int, check_number
 from .kv_cache import KVCache
+from .lora import LoRALayer
+from .lora_tools import inject_lora
+from .transformer import TransformerBlock
 
-__all__ = ["GPTModel", "from_hf", "to_hf_state_dict", "from_pretrained", "generate",
-           "gpt2_124m", "GPT2_124M", "KVCache", "quantize"]
+__all__ = ["GPTConfig", "GPTModel", "from_hf", "to_hf_state_dict", "hf_key_map", "from_pretrained",
+           "generate", "gpt2_124m", "GPT2_124M", "KVCache", "quantize"]
 
-# The published GPT-2 "small" configuration (the constructor arguments of GPTModel).
+# The published GPT-2 "small" configuration (the fields of GPTConfig).
 GPT2_124M = dict(vocab_size=50257, d_model=768, n_heads=12, n_layers=12,
                  n_positions=1024, layer_norm_epsilon=1e-5)
 
 
-def _linear(in_f: int, out_f: int, lora_r: int) -> nn.Module:
-    """``nn.Linear``, or a LoRA layer with the same ``.weight``/``.bias`` when ``lora_r > 0``."""
-    if lora_r > 0:
-        from .lora import LoRALinear
-
-        return LoRALinear(in_f, out_f, lora_r)
-    return nn.Linear(in_f, out_f)
+# With lora_r > 0: adapters on the blocks' linear layers and the token embedding.
+LORA_TARGETS = (r"^h\.\d+\.(attn|mlp)\.", r"^wte$")
 
 
-def _embedding(n: int, d: int, lora_r: int) -> nn.Module:
-    if lora_r > 0:
-        from .lora import LoRAEmbedding
+@dataclass
+class GPTConfig:
+    """The shape of a GPT-2 model. ``GPTConfig(**GPT2_124M)`` is the published 124M one.
 
-        return LoRAEmbedding(n, d, lora_r)
-    return nn.Embedding(n, d)
-
-
-class CausalSelfAttention(nn.Module):
-    """Masked multi-head self-attention with GPT-2's fused q/k/v projection ``c_attn``.
-
-    x: [B, T, d] -> [B, T, d]. With a ``KVCache`` the new keys/values are stored
-    and the queries attend to every cached position as well.
+    ``lora_r > 0``: every linear layer and the token embedding get a LoRA adapter of
+    rank ``lora_r`` (Hu et al. 2021) and only the adapters are trainable.
     """
 
-    def __init__(self, d_model: int, n_heads: int, lora_r: int = 0):
-        super().__init__()
-        self.n_heads, self.head_dim = n_heads, d_model // n_heads
-        self.c_attn = _linear(d_model, 3 * d_model, lora_r)  # x -> [q | k | v]
-        self.c_proj = _linear(d_model, d_model, lora_r)
-        self.record_weights = False  # set True to keep the attention weights of the next forward
-        self.last_weights: torch.Tensor | None = None  # [B, H, T_q, T_k]
+    vocab_size: int
+    d_model: int
+    n_heads: int
+    n_layers: int
+    n_positions: int  # the context length
+    layer_norm_epsilon: float = 1e-5
+    lora_r: int = 0
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        b, t, d = x.shape
-        q, k, v = self.c_attn(x).split(d, dim=2)  # 3 × [B, T, d]
-        q, k, v = (z.view(b, t, self.n_heads, self.head_dim).transpose(1, 2) for z in (q, k, v))
-        if cache is not None:  # [B, H, T_cached + T, hd]
-            k, v = cache.update(layer, k, v)
-        t_k = k.shape[2]
-        if self.record_weights:  # the written-out path, so the weights can be kept
-            y, w = scaled_dot_product_attention(q, k, v, causal_mask(t, t_k, x.device))
-            self.last_weights = w.detach()
-        elif t == 1:  # one new query: it may see every key there is
-            y = F.scaled_dot_product_attention(q, k, v)
-        elif t == t_k:  # no cached past: the plain causal mask
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:  # several new queries after a cached past: shifted causal mask
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(t, t_k, x.device))
-        y = y.transpose(1, 2).reshape(b, t, d)  # [B, T, d]
-        return self.c_proj(y)
-
-
-class MLP(nn.Module):
-    """Position-wise MLP: ``c_proj(GELU_tanh(c_fc(x)))``, hidden width 4·d."""
-
-    def __init__(self, d_model: int, lora_r: int = 0):
-        super().__init__()
-        self.c_fc = _linear(d_model, 4 * d_model, lora_r)
-        self.c_proj = _linear(4 * d_model, d_model, lora_r)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, d]
-        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: ``x + Attn(LN₁ x)``, then ``x + MLP(LN₂ x)``."""
-
-    def __init__(self, d_model: int, n_heads: int, eps: float, lora_r: int = 0):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(d_model, eps=eps)
-        self.attn = CausalSelfAttention(d_model, n_heads, lora_r)
-        self.ln_2 = nn.LayerNorm(d_model, eps=eps)
-        self.mlp = MLP(d_model, lora_r)
-
-    def forward(self, x, cache=None, layer=0):  # [B, T, d]
-        x = x + self.attn(self.ln_1(x), cache, layer)
-        return x + self.mlp(self.ln_2(x))
+    def __post_init__(self):
+        for name in ("vocab_size", "d_model", "n_heads", "n_layers", "n_positions"):
+            check_int(name, getattr(self, name), 1)
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        self.layer_norm_epsilon = check_number("layer_norm_epsilon", self.layer_norm_epsilon, 0, low_open=True)
+        check_int("lora_r", self.lora_r, 0, hint="0 = no LoRA")
 
 
 class GPTModel(nn.Module):
-    """GPT-2: token + learned position embeddings, ``n_layers`` pre-norm blocks,
+    """GPT-2: token + learned position embeddings, ``n_layers`` pre-norm blocks
+    (``transformer.TransformerBlock``: causal, fused q/k/v, tanh-GELU MLP),
     final LayerNorm, output head tied to the token embedding.
 
+    ``GPTModel(config)`` with a ``GPTConfig``, or its fields directly:
+    ``GPTModel(vocab_size, d_model, n_heads, n_layers, n_positions, layer_norm_epsilon, lora_r=0)``
+    or ``GPTModel(**GPT2_124M)``. ``model.config`` is the ``GPTConfig``.
+
     ``forward(ids [B, T]) -> logits [B, T, vocab_size]``.
-    With ``lora_r > 0`` every linear layer and the token embedding are LoRA
-    layers (``course_lib.lora``) whose fresh adapters change nothing.
+    With ``lora_r > 0`` the plain model is built and then every linear layer of the
+    blocks and the token embedding get LoRA adapters (``lora_tools.inject_lora``):
+    fresh adapters change nothing, and only the adapters are trainable.
     """
 
-    def __init__(self, vocab_size: int, d_model: int, n_heads: int, n_layers: int,
-                 n_positions: int, layer_norm_epsilon: float = 1e-5, lora_r: int = 0):
+    def __init__(self, *args, **kwargs):
         super().__init__()
-        for name, value in [("vocab_size", vocab_size), ("d_model", d_model), ("n_heads", n_heads),
-                            ("n_layers", n_layers), ("n_positions", n_positions)]:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
-        if isinstance(lora_r, bool) or not isinstance(lora_r, int) or lora_r < 0:
-            raise ValueError(f"lora_r must be an int >= 0 (0 = no LoRA), got {lora_r!r}")
-        if not layer_norm_epsilon > 0:
-            raise ValueError(f"layer_norm_epsilon must be > 0, got {layer_norm_epsilon!r}")
-        self.config = dict(vocab_size=vocab_size, d_model=d_model, n_heads=n_heads,
-                           n_layers=n_layers, n_positions=n_positions,
-                           layer_norm_epsilon=float(layer_norm_epsilon), lora_r=lora_r)
-        self.vocab_size, self.n_positions, self.lora_r = vocab_size, n_positions, lora_r
-        self.n_layers, self.n_heads, self.d_model = n_layers, n_heads, d_model
-        self.wte = _embedding(vocab_size, d_model, lora_r)  # token embeddings (and the head)
-        self.wpe = nn.Embedding(n_positions, d_model)  # learned position embeddings
-        self.h = nn.ModuleList(Block(d_model, n_heads, layer_norm_epsilon, lora_r)
-                               for _ in range(n_layers))
-        self.ln_f = nn.LayerNorm(d_model, eps=layer_norm_epsilon)
+        if args and isinstance(args[0], GPTConfig):
+            if len(args) > 1:
+                raise TypeError("GPTModel(config, **changes): pass changes to the config by keyword")
+            config = dataclasses.replace(args[0], **kwargs)
+        else:
+            config = GPTConfig(*args, **kwargs)
+        self.config = c = config
+        self.vocab_size, self.n_positions, self.lora_r = c.vocab_size, c.n_positions, c.lora_r
+        self.n_layers, self.n_heads, self.d_model = c.n_layers, c.n_heads, c.d_model
+        self.wte = nn.Embedding(c.vocab_size, c.d_model)  # token embeddings (and the head)
+        self.wpe = nn.Embedding(c.n_positions, c.d_model)  # learned position embeddings
+        self.h = nn.ModuleList(
+            TransformerBlock(c.d_model, c.n_heads, causal=True, layer_norm_eps=c.layer_norm_epsilon,
+                             activation="gelu_tanh", fused_qkv=True)
+            for _ in range(c.n_layers))
+        self.ln_f = nn.LayerNorm(c.d_model, eps=c.layer_norm_epsilon)
         # None: the head is tied to wte. gpt2.quantize puts a separate (quantised) head here.
         self.lm_head: nn.Module | None = None
         self.reset_parameters()
+        if c.lora_r > 0:
+            inject_lora(self, targets=LORA_TARGETS, r=c.lora_r, embeddings=True)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """GPT-2 initialisation: N(0, 0.02) weights, zero biases, and the residual
-        projections (``c_proj``) scaled by 1/√(2·n_layers) (Radford et al. 2019, §2.3).
-        LoRA adapters keep their own initialisation (B = 0)."""
+        projections (``attn.out_proj``, ``mlp.fc2``) scaled by 1/√(2·n_layers)
+        (Radford et al. 2019, §2.3). LoRA adapters keep their own initialisation (B = 0)."""
         for name, p in self.named_parameters():
             if name.endswith(("lora_A", "lora_B")):
                 continue
@@ -171,11 +135,16 @@ class GPTModel(nn.Module):
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
             else:
-                std = 0.02 / math.sqrt(2 * self.n_layers) if name.endswith("c_proj.weight") else 0.02
-                nn.init.normal_(p, 0.0, std)
+                residual = name.endswith(("attn.out_proj.weight", "mlp.fc2.weight"))
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * self.n_layers) if residual else 0.02)
 
-    def check_ids(self, ids, start: int = 0) -> None:
-        """Raise a clear error for ids that are not ``[B, T]`` integer token ids in range."""
+    def check_ids(self, ids, start: int = 0, values: bool = True) -> None:
+        """Raise a clear error for ids that are not ``[B, T]`` integer token ids in range.
+
+        ``values=False`` skips the range check, the one that reads the ids
+        (``min``/``max``: a device synchronisation on a GPU); ``generate`` checks
+        the prompt once and trusts the tokens it produced itself.
+        """
         if not isinstance(ids, torch.Tensor):
             raise TypeError(f"ids must be a torch.Tensor of token ids [B, T], got {type(ids).__name__}")
         if ids.dim() != 2 or ids.shape[1] == 0:
@@ -187,7 +156,13 @@ class GPTModel(nn.Module):
                 f"sequence too long: {start} cached + {ids.shape[1]} new positions = "
                 f"{start + ids.shape[1]} > the context length n_positions={self.n_positions}"
             )
-        lo, hi = int(ids.min()), int(ids.max())
+        if values:
+            self.check_token_range(ids)
+
+    def check_token_range(self, ids: torch.Tensor) -> None:
+        """Every id in ``[0, vocab_size)`` (reads the ids: one device sync)."""
+        lo, hi = torch.aminmax(ids)
+        lo, hi = int(lo), int(hi)
         if lo < 0 or hi >= self.vocab_size:
             bad = hi if hi >= self.vocab_size else lo
             raise ValueError(f"token id {bad} is out of range: ids must be in [0, vocab_size="
@@ -201,19 +176,20 @@ class GPTModel(nn.Module):
             return self.wte.attend(x)
         return F.linear(x, self.wte.weight)
 
-    def forward(self, ids: torch.Tensor, cache: KVCache | None = None,
-                last_only: bool = False) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, cache: KVCache | None = None, last_only: bool = False,
+                *, check_values: bool = True) -> torch.Tensor:
         """ids [B, T] -> logits [B, T, V] (``last_only``: [B, 1, V], the next-token logits).
 
         With a ``cache``, ``ids`` are the positions after the ``cache.length`` cached ones.
+        ``check_values=False``: skip the id range check (see ``check_ids``).
         """
         start = 0 if cache is None else cache.length
-        self.check_ids(ids, start)
+        self.check_ids(ids, start, values=check_values)
         t = ids.shape[1]
         pos = torch.arange(start, start + t, device=ids.device)  # [T]
         x = self.wte(ids) + self.wpe(pos)  # [B, T, d]
         for i, block in enumerate(self.h):
-            x = block(x, cache, i)
+            x = block(x, cache=cache, layer=i)
         if cache is not None:
             cache.advance(t)
         if last_only:
@@ -240,10 +216,6 @@ class GPTModel(nn.Module):
         return KVCache(self.n_layers, batch_size, self.n_heads, max_len,
                        self.d_model // self.n_heads, device=p.device, dtype=p.dtype)
 
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        """Parameter count (the tied head is counted once, as in the paper)."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
-
 
 def gpt2_124m(lora_r: int = 0, device=None) -> GPTModel:
     """The published 124M configuration (``device="meta"`` builds it without memory)."""
@@ -253,18 +225,24 @@ def gpt2_124m(lora_r: int = 0, device=None) -> GPTModel:
 
 # ---------------------------------------------------------------- Hugging Face conversion
 
-# (our name, HF name, transposed?) for every tensor of one block.
+# (our name, transformers' name, transposed?) for every tensor of one block. transformers'
+# GPT-2 uses Conv1D layers, which store the weight [in, out]: those are transposed.
 _BLOCK_KEYS = [
     ("ln_1.weight", "ln_1.weight", False), ("ln_1.bias", "ln_1.bias", False),
-    ("attn.c_attn.weight", "attn.c_attn.weight", True), ("attn.c_attn.bias", "attn.c_attn.bias", False),
-    ("attn.c_proj.weight", "attn.c_proj.weight", True), ("attn.c_proj.bias", "attn.c_proj.bias", False),
+    ("attn.qkv_proj.weight", "attn.c_attn.weight", True), ("attn.qkv_proj.bias", "attn.c_attn.bias", False),
+    ("attn.out_proj.weight", "attn.c_proj.weight", True), ("attn.out_proj.bias", "attn.c_proj.bias", False),
     ("ln_2.weight", "ln_2.weight", False), ("ln_2.bias", "ln_2.bias", False),
-    ("mlp.c_fc.weight", "mlp.c_fc.weight", True), ("mlp.c_fc.bias", "mlp.c_fc.bias", False),
-    ("mlp.c_proj.weight", "mlp.c_proj.weight", True), ("mlp.c_proj.bias", "mlp.c_proj.bias", False),
+    ("mlp.fc1.weight", "mlp.c_fc.weight", True), ("mlp.fc1.bias", "mlp.c_fc.bias", False),
+    ("mlp.fc2.weight", "mlp.c_proj.weight", True), ("mlp.fc2.bias", "mlp.c_proj.bias", False),
 ]
 
 
-def _key_map(n_layers: int) -> list[tuple[str, str, bool]]:
+def hf_key_map(n_layers: int) -> list[tuple[str, str, bool]]:
+    """Every tensor of a GPTModel with ``n_layers`` blocks and its name in
+    ``transformers.GPT2LMHeadModel``: a list of ``(ours, theirs, transposed)``, e.g.
+    ``("h.0.attn.qkv_proj.weight", "transformer.h.0.attn.c_attn.weight", True)``.
+    (``lm_head.weight`` is not listed: it is ``transformer.wte.weight``, tied.)"""
+    check_int("n_layers", n_layers, 1)
     keys = [("wte.weight", "transformer.wte.weight", False),
             ("wpe.weight", "transformer.wpe.weight", False)]
     for i in range(n_layers):
@@ -303,7 +281,7 @@ def from_hf(hf_model, lora_r: int = 0) -> GPTModel:
         model = GPTModel(cfg.vocab_size, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.n_positions,
                          cfg.layer_norm_epsilon, lora_r=lora_r).to(p.dtype)
     sd = hf_model.state_dict()
-    keys = _key_map(cfg.n_layer)
+    keys = hf_key_map(cfg.n_layer)
     expected = {theirs for _, theirs, _ in keys} | {"lm_head.weight"}
     missing = sorted(expected - set(sd) - {"lm_head.weight"})
     unexpected = sorted(set(sd) - expected)
@@ -332,7 +310,7 @@ def to_hf_state_dict(model: GPTModel) -> dict[str, torch.Tensor]:
         raise TypeError(f"to_hf_state_dict expects a GPTModel, got {type(model).__name__}")
     modules = dict(model.named_modules())
     out = {}
-    for name, theirs, transpose in _key_map(model.n_layers):
+    for name, theirs, transpose in hf_key_map(model.n_layers):
         mod_name, _, pname = name.rpartition(".")
         mod = modules[mod_name]
         w = getattr(mod, pname).detach()
@@ -378,19 +356,18 @@ def generate(model: GPTModel, ids: torch.Tensor, max_new_tokens: int, sampler=No
     is padded with it from then on; generation stops when all have.
     Returns ``[B, T + n]`` (or ``[T + n]``), ``n ≤ max_new_tokens``.
     """
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    check_int("max_new_tokens", max_new_tokens, 0)
     squeeze = isinstance(ids, torch.Tensor) and ids.dim() == 1
     if squeeze:
         ids = ids[None]
-    model.check_ids(ids)
+    model.check_ids(ids)  # the prompt's ids are read once, here; the model trusts the rest
     b, t = ids.shape
     if t + max_new_tokens > model.n_positions:
         raise ValueError(f"prompt of {t} tokens + max_new_tokens={max_new_tokens} = "
                          f"{t + max_new_tokens} exceeds the context length n_positions="
                          f"{model.n_positions}")
-    if eos_id is not None and not 0 <= eos_id < model.vocab_size:
-        raise ValueError(f"eos_id must be in [0, {model.vocab_size}), got {eos_id}")
+    if eos_id is not None:
+        check_int("eos_id", eos_id, 0, model.vocab_size - 1)
     sampler = _greedy if sampler is None else sampler
     if not callable(sampler):
         raise TypeError(f"sampler must be callable (logits [B, V] -> ids [B]), got {type(sampler).__name__}")
@@ -403,12 +380,14 @@ def generate(model: GPTModel, ids: torch.Tensor, max_new_tokens: int, sampler=No
     n = t
     try:
         if max_new_tokens > 0:
-            logits = model(out[:, :t], cache, last_only=True)[:, -1]  # [B, V]
+            logits = model(out[:, :t], cache, last_only=True, check_values=False)[:, -1]  # [B, V]
         for step in range(max_new_tokens):
-            nxt = sampler(logits)
+            nxt = sampler(logits)  # [B]
             if not isinstance(nxt, torch.Tensor) or nxt.shape != (b,):
                 raise ValueError(f"sampler must return token ids of shape [{b}], got "
                                  f"{getattr(nxt, 'shape', type(nxt).__name__)}")
+            if nxt.dtype.is_floating_point or nxt.dtype == torch.bool:
+                raise TypeError(f"sampler must return integer token ids, got dtype {nxt.dtype}")
             if eos_id is not None:
                 nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
                 done |= nxt == eos_id
@@ -416,10 +395,10 @@ def generate(model: GPTModel, ids: torch.Tensor, max_new_tokens: int, sampler=No
             n += 1
             if (eos_id is not None and bool(done.all())) or step == max_new_tokens - 1:
                 break
-            if cache is not None:
-                logits = model(out[:, n - 1:n], cache, last_only=True)[:, -1]
+            if cache is not None:  # only the new token; the past is in the cache
+                logits = model(out[:, n - 1:n], cache, last_only=True, check_values=False)[:, -1]
             else:
-                logits = model(out[:, :n], last_only=True)[:, -1]
+                logits = model(out[:, :n], last_only=True, check_values=False)[:, -1]
     finally:
         model.train(was_training)
     result = out[:, :n]
@@ -446,7 +425,7 @@ def quantize(model: GPTModel, weights: str = "fp16") -> GPTModel:
 
     if weights not in ("fp16", "int8"):
         raise ValueError(f"weights must be 'fp16' or 'int8', got {weights!r}")
-    if model.lora_r > 0:
+    if any(isinstance(m, LoRALayer) for m in model.modules()):
         raise ValueError("merge the LoRA adapters (course_lib.lora.merge_lora) before quantising")
     q = copy.deepcopy(model).float().cpu().eval()
     head = nn.Linear(q.d_model, q.vocab_size, bias=False)  # an untied copy of wte for the head

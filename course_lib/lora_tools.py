@@ -5,15 +5,17 @@ manages them:
 
 * ``inject_lora``       replace chosen ``nn.Linear``/``nn.Embedding`` by LoRA layers
                         (their pretrained weights are reused, frozen);
-* ``mark_only_lora_trainable`` / ``count_parameters``;
+* ``mark_only_lora_trainable`` (count what is left trainable with
+                        ``course_lib.params.count_parameters``);
 * ``save_adapter`` / ``load_adapter``: the adapter alone, as safetensors
                         (kilobytes instead of the model's megabytes), strict keys;
 * ``merge_adapters`` / ``unmerge_adapters``: fold ΔW = (α/r)·B A into the
                         weights in place and take it out again; ``merge_lora``
                         (in ``course_lib.lora``) makes the merge permanent.
 
-Hu et al. 2021 (arXiv:2106.09685) adapt the attention projections; GPT-2's
-fused ``c_attn`` (q, k, v) and ``c_proj`` and the MLP are the usual targets.
+Hu et al. 2021 (arXiv:2106.09685) adapt the attention projections; in
+``GPTModel`` the fused ``attn.qkv_proj`` (q, k, v), ``attn.out_proj`` and the
+MLP's ``fc1``/``fc2`` are the usual targets.
 """
 
 from __future__ import annotations
@@ -21,22 +23,23 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Iterable, NamedTuple
+from typing import Iterable
 
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file, safe_open, save_file
 
+from .checkpoint import atomic_write
 from .lora import LoRAEmbedding, LoRALayer, LoRALinear, is_lora_key, lora_state_dict
 
-__all__ = ["inject_lora", "lora_modules", "mark_only_lora_trainable", "count_parameters",
-           "ParamCount", "save_adapter", "load_adapter", "merge_adapters", "unmerge_adapters"]
+__all__ = ["inject_lora", "lora_modules", "mark_only_lora_trainable", "save_adapter", "load_adapter",
+           "merge_adapters", "unmerge_adapters"]
 
 ADAPTER_FORMAT = "course_lib.lora/1"
 
 
 def lora_modules(model: nn.Module) -> dict[str, LoRALayer]:
-    """All LoRA layers of ``model`` by qualified name (``"blocks.0.attn.c_attn"``)."""
+    """All LoRA layers of ``model`` by qualified name (``"h.0.attn.qkv_proj"``)."""
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALayer)}
 
 
@@ -59,7 +62,7 @@ def inject_lora(model: nn.Module, targets=("attn", "mlp"), r: int = 8, alpha: fl
     ``embeddings=True`` matching ``nn.Embedding`` layers become ``LoRAEmbedding``.
 
     ``targets`` are regular expressions searched in names such as
-    ``"blocks.3.attn.c_attn"``; a plain word matches as a substring. Afterwards
+    ``"h.3.attn.qkv_proj"``; a plain word matches as a substring. Afterwards
     only adapter parameters are trainable (``mark_only_lora_trainable``).
     A fresh adapter has B = 0, so the model's outputs do not change.
     Returns the names of the replaced modules; raises ``ValueError`` if none matched.
@@ -103,29 +106,6 @@ def mark_only_lora_trainable(model: nn.Module) -> nn.Module:
     return model
 
 
-class ParamCount(NamedTuple):
-    trainable: int
-    total: int
-
-    @property
-    def fraction(self) -> float:
-        """Trainable share of all parameters."""
-        return self.trainable / self.total if self.total else 0.0
-
-    def __str__(self) -> str:
-        return (f"trainable {self.trainable:,} / total {self.total:,} "
-                f"({100 * self.fraction:.4f}%)")
-
-
-def count_parameters(model: nn.Module) -> ParamCount:
-    """Trainable and total parameter counts; a tied (shared) tensor counts once."""
-    trainable = total = 0
-    for p in model.parameters():  # parameters() yields each shared tensor once
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
-    return ParamCount(trainable, total)
-
-
 def _adapter_config(model: nn.Module) -> dict[str, dict]:
     return {name: {"type": type(m).__name__, "r": m.r, "alpha": m.alpha}
             for name, m in lora_modules(model).items()}
@@ -145,10 +125,7 @@ def save_adapter(model: nn.Module, path: str | os.PathLike) -> int:
         raise ValueError(f"unmerge the adapters before saving (merged: {merged[:4]})")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in lora_state_dict(model).items()}
     metadata = {"format": ADAPTER_FORMAT, "config": json.dumps(_adapter_config(model))}
-    path = os.fspath(path)
-    tmp = path + ".tmp"
-    save_file(tensors, tmp, metadata=metadata)
-    os.replace(tmp, path)  # atomic: never a half-written adapter file
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))  # never half-written
     return os.path.getsize(path)
 
 

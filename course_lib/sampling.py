@@ -23,11 +23,12 @@ same result as ``transformers``' ``TopKLogitsWarper``/``TopPLogitsWarper``/
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Sequence
 
 import torch
+
+from .checks import check_generator, check_int, check_number, check_probability
 
 __all__ = ["Sampler", "GreedySampler", "TemperatureSampler", "LogitsFilter", "TopKSampler",
            "NucleusSampler", "MinPSampler", "RepetitionPenaltySampler",
@@ -51,36 +52,6 @@ def _check_logits(logits) -> torch.Tensor:
     return logits
 
 
-def _check_int(name: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {low}, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value}")
-    return value
-
-
-def _check_number(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
-
-
-def _check_p(name: str, p) -> float:
-    p = _check_number(name, p)
-    if not 0.0 < p <= 1.0:
-        raise ValueError(f"{name} must be in (0, 1], got {p}")
-    return p
-
-
-def _check_generator(generator):
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    return generator
-
-
 # ---------------------------------------------------------------- pure filters
 
 def top_k_filter(logits: torch.Tensor, k: int, min_tokens_to_keep: int = 1) -> torch.Tensor:
@@ -91,7 +62,7 @@ def top_k_filter(logits: torch.Tensor, k: int, min_tokens_to_keep: int = 1) -> t
     the vocabulary keeps everything. logits: [B, V] -> [B, V].
     """
     _check_logits(logits)
-    k = max(_check_int("k", k), _check_int("min_tokens_to_keep", min_tokens_to_keep))
+    k = max(check_int("k", k, 1), check_int("min_tokens_to_keep", min_tokens_to_keep, 1))
     k = min(k, logits.shape[-1])
     kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]  # [B, 1]
     return logits.masked_fill(logits < kth_largest, FILTER_VALUE)
@@ -106,8 +77,8 @@ def top_p_filter(logits: torch.Tensor, p: float, min_tokens_to_keep: int = 1) ->
     always keep the ``min_tokens_to_keep`` most likely. logits: [B, V] -> [B, V].
     """
     _check_logits(logits)
-    p = _check_p("p", p)
-    min_tokens_to_keep = _check_int("min_tokens_to_keep", min_tokens_to_keep)
+    p = check_probability("p", p)
+    min_tokens_to_keep = check_int("min_tokens_to_keep", min_tokens_to_keep, 1)
     sorted_logits, order = torch.sort(logits, descending=False)  # [B, V], least likely first
     cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)  # [B, V]
     drop_sorted = cumulative <= (1 - p)  # the unlikely tail holding at most 1 - p of the mass
@@ -123,8 +94,8 @@ def min_p_filter(logits: torch.Tensor, p_base: float, min_tokens_to_keep: int = 
     Same result as ``transformers.MinPLogitsWarper``. logits: [B, V] -> [B, V].
     """
     _check_logits(logits)
-    p_base = _check_p("min_p", p_base)
-    min_tokens_to_keep = _check_int("min_tokens_to_keep", min_tokens_to_keep)
+    p_base = check_probability("min_p", p_base)
+    min_tokens_to_keep = check_int("min_tokens_to_keep", min_tokens_to_keep, 1)
     probs = logits.softmax(dim=-1)  # [B, V]
     drop = probs < p_base * probs.amax(dim=-1, keepdim=True)
     keep = torch.topk(probs, min(min_tokens_to_keep, probs.shape[-1]), dim=-1).indices
@@ -139,9 +110,7 @@ def apply_repetition_penalty(logits: torch.Tensor, context: torch.Tensor, penalt
     repeats). logits: [B, V], context: [B, T] ids -> [B, V].
     """
     _check_logits(logits)
-    penalty = _check_number("penalty", penalty)
-    if penalty <= 0:
-        raise ValueError(f"penalty must be > 0 (1 = no penalty), got {penalty}")
+    penalty = check_number("penalty", penalty, 0, low_open=True, hint="1 = no penalty")
     if not isinstance(context, torch.Tensor) or context.dim() != 2 or context.shape[0] != logits.shape[0]:
         raise ValueError(f"context must be an id tensor [batch={logits.shape[0]}, T], got "
                          f"{tuple(context.shape) if isinstance(context, torch.Tensor) else type(context).__name__}")
@@ -189,11 +158,8 @@ class TemperatureSampler(Sampler):
     """
 
     def __init__(self, t: float = 1.0, generator: torch.Generator | None = None):
-        t = _check_number("temperature t", t)
-        if t <= 0:
-            raise ValueError(f"temperature t must be > 0 (use GreedySampler for t -> 0), got {t}")
-        self.t = t
-        self.generator = _check_generator(generator)
+        self.t = check_number("temperature t", t, 0, low_open=True, hint="use GreedySampler for t -> 0")
+        self.generator = check_generator(generator)
 
     def distribution(self, logits: torch.Tensor) -> torch.Tensor:
         return (_check_logits(logits).float() / self.t).softmax(dim=-1)  # [B, V]
@@ -235,7 +201,7 @@ class TopKSampler(LogitsFilter):
 
     def __init__(self, k: int, sampler: Sampler | None = None):
         super().__init__(sampler)
-        self.k = _check_int("k", k)
+        self.k = check_int("k", k, 1)
 
     def filter(self, logits):
         return top_k_filter(logits, self.k)
@@ -249,7 +215,7 @@ class NucleusSampler(LogitsFilter):
 
     def __init__(self, p: float, sampler: Sampler | None = None):
         super().__init__(sampler)
-        self.p = _check_p("p", p)
+        self.p = check_probability("p", p)
 
     def filter(self, logits):
         return top_p_filter(logits, self.p)
@@ -263,7 +229,7 @@ class MinPSampler(LogitsFilter):
 
     def __init__(self, p_base: float, sampler: Sampler | None = None):
         super().__init__(sampler)
-        self.p_base = _check_p("min_p", p_base)
+        self.p_base = check_probability("min_p", p_base)
 
     def filter(self, logits):
         return min_p_filter(logits, self.p_base)
@@ -283,10 +249,8 @@ class RepetitionPenaltySampler(LogitsFilter):
 
     def __init__(self, penalty: float, sampler: Sampler | None = None):
         super().__init__(sampler)
-        penalty = _check_number("penalty", penalty)
-        if penalty <= 0:
-            raise ValueError(f"penalty must be > 0 (1 = no penalty, > 1 discourages repeats), got {penalty}")
-        self.penalty = penalty
+        self.penalty = check_number("penalty", penalty, 0, low_open=True,
+                                    hint="1 = no penalty, > 1 discourages repeats")
         self.context: torch.Tensor | None = None  # [B, T] ids seen so far
 
     def reset(self, prompt_ids: torch.Tensor | None = None) -> "RepetitionPenaltySampler":
@@ -325,14 +289,14 @@ def distinct_n(sequences: Sequence[Sequence], n: int = 2) -> float:
     Sequences are token-id lists (or strings split into words). 1.0: no n-gram
     repeats; near 0: the same phrases over and over.
     """
-    n = _check_int("n", n)
+    n = check_int("n", n, 1)
     grams = [g for s in sequences for g in _ngrams(list(s), n)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
 def repetition_rate(sequence: Sequence, n: int = 4) -> float:
     """Share of the n-grams in one sequence that already occurred earlier in it."""
-    n = _check_int("n", n)
+    n = check_int("n", n, 1)
     grams = _ngrams(list(sequence), n)
     if not grams:
         return 0.0

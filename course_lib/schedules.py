@@ -14,15 +14,29 @@ Three schedules, each equal to diffusers' ``betas`` for the same settings:
 * ``cosine``: the squared-cosine schedule of Nichol & Dhariwal 2021 ("Improved
   DDPM", eq. 17), ᾱ(τ) = cos²((τ + s)/(1 + s) · π/2) with s = 0.008, each β capped
   at 0.999 (diffusers' ``squaredcos_cap_v2``).
+
+``SchedulerConfig`` is what a trained model's ``scheduler_config.json`` says about
+sampling it: the schedule, what the network predicts (ε or v) and where the
+sampling steps fall (``timestep_spacing``). ``DDIMSampler.from_config`` /
+``DDPMSampler.from_config`` (``course_lib.diffusion``) add the update rule.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
-__all__ = ["SCHEDULES", "make_betas", "alpha_bar", "snr", "log_snr"]
+from .checks import check_choice, check_int, check_number
+
+__all__ = ["SCHEDULES", "make_betas", "alpha_bar", "snr", "log_snr", "SchedulerConfig", "TIMESTEP_SPACINGS",
+           "PREDICTION_TYPES"]
+
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")  # Lin et al. 2024, "Common Diffusion Noise Schedules
+# and Sample Steps are Flawed", table 2
+PREDICTION_TYPES = ("epsilon", "v_prediction")  # ε (Ho et al. 2020) or v (Salimans & Ho 2022)
+_DIFFUSERS_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear", "squaredcos_cap_v2": "cosine"}
 
 # kind -> default (beta_start, beta_end); the cosine schedule has none
 SCHEDULES = {"linear": (1e-4, 0.02), "scaled_linear": (0.00085, 0.012), "cosine": None}
@@ -90,3 +104,117 @@ def snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
 def log_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """log SNR(t) = log ᾱ_t - log(1 - ᾱ_t): a schedule's shape on one readable axis. ``[N]``"""
     return torch.log(alphas_cumprod) - torch.log1p(-alphas_cumprod)
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """How a diffusion model is sampled: the fields of diffusers' ``scheduler_config.json`` that matter.
+
+    The defaults are Stable Diffusion v1.5's (scaled-linear β from 0.00085 to 0.012,
+    "leading" timesteps plus ``steps_offset=1``, the last DDIM step landing on ᾱ_0).
+
+    num_train_timesteps   N, the length of the training chain
+    beta_schedule         "linear", "scaled_linear" or "squaredcos_cap_v2" (the cosine schedule)
+    beta_start, beta_end  the β range of the two linear schedules
+    prediction_type       "epsilon" (SD 1.x, SD 2.x-base) or "v_prediction" (SD 2.x 768)
+    timestep_spacing      "leading", "trailing" or "linspace": which n of the N timesteps are sampled
+    steps_offset          added to "leading" timesteps (SD: 1)
+    set_alpha_to_one      DDIM: the last step lands on ᾱ = 1 (True) or on ᾱ_0 (False, SD)
+    clip_sample           clip x̂_0 to [-clip_sample_range, clip_sample_range] (pixel-space models)
+    """
+
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "scaled_linear"
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    prediction_type: str = "epsilon"
+    timestep_spacing: str = "leading"
+    steps_offset: int = 1
+    set_alpha_to_one: bool = False
+    clip_sample: bool = False
+    clip_sample_range: float = 1.0
+
+    def __post_init__(self):
+        check_int("num_train_timesteps", self.num_train_timesteps, 1)
+        check_choice("beta_schedule", self.beta_schedule, _DIFFUSERS_SCHEDULES)
+        check_number("beta_start", self.beta_start, 0.0, 1.0, low_open=True)
+        check_number("beta_end", self.beta_end, 0.0, 1.0, low_open=True)
+        check_choice("prediction_type", self.prediction_type, PREDICTION_TYPES)
+        check_choice("timestep_spacing", self.timestep_spacing, TIMESTEP_SPACINGS)
+        check_int("steps_offset", self.steps_offset, 0)
+        for name in ("set_alpha_to_one", "clip_sample"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        check_number("clip_sample_range", self.clip_sample_range, 0.0, low_open=True)
+
+    @classmethod
+    def sd15(cls) -> "SchedulerConfig":
+        """Stable Diffusion v1.5's scheduler settings (the defaults)."""
+        return cls()
+
+    @classmethod
+    def for_schedule(cls, kind: str, num_train_timesteps: int = 1000, **fields) -> "SchedulerConfig":
+        """The config of a model trained on ``make_betas(kind, num_train_timesteps)`` (the course's
+        names: "linear", "scaled_linear", "cosine", with their published β ranges); ``fields``
+        set the rest (prediction_type, timestep_spacing …)."""
+        check_choice("schedule kind", kind, SCHEDULES)
+        name = {ours: theirs for theirs, ours in _DIFFUSERS_SCHEDULES.items()}[kind]
+        start, end = SCHEDULES[kind] or (cls.beta_start, cls.beta_end)  # cosine: the range is unused
+        return cls(num_train_timesteps=num_train_timesteps, beta_schedule=name, beta_start=start, beta_end=end,
+                   **fields)
+
+    def betas(self) -> torch.Tensor:
+        """β_0 … β_{N-1} ``[N]`` (``make_betas``)."""
+        kind = _DIFFUSERS_SCHEDULES[self.beta_schedule]
+        if kind == "cosine":
+            return make_betas("cosine", self.num_train_timesteps)
+        return make_betas(kind, self.num_train_timesteps, self.beta_start, self.beta_end)
+
+    # ---- diffusers' scheduler_config.json
+    @classmethod
+    def from_diffusers(cls, config: dict) -> "SchedulerConfig":
+        """Read a diffusers scheduler config as diffusers' ``DDIMScheduler`` would.
+
+        A field that is absent takes diffusers' default; a field that would change
+        sampling in a way the course does not implement (``thresholding``,
+        ``rescale_betas_zero_snr``, ``trained_betas``, ``prediction_type="sample"``,
+        other spacings or variance types, another scheduler's knobs) raises
+        ``ValueError`` naming the field and what is allowed. Only diffusers' bookkeeping
+        (names starting with "_": ``_class_name``, ``_diffusers_version``,
+        ``_use_default_values``...) and the fields in ``IGNORED_FIELDS``, which have no
+        effect on DDIM/DDPM sampling, are ignored.
+        """
+        if not isinstance(config, dict):
+            raise TypeError(f"a scheduler config must be a dict, got {type(config).__name__}")
+        values = {**_DIFFUSERS_DEFAULTS}
+        for key, value in config.items():
+            if key.startswith("_") or key in IGNORED_FIELDS:
+                continue
+            if key in _INERT_VALUES:
+                if value != _INERT_VALUES[key]:
+                    raise ValueError(f"scheduler config field {key}={value!r} is not supported by the course's "
+                                     f"samplers; allowed: {_INERT_VALUES[key]!r}")
+                continue
+            if key not in values:
+                known = sorted(set(values) | set(_INERT_VALUES) | set(IGNORED_FIELDS)) + ["_* (bookkeeping)"]
+                raise ValueError(f"scheduler config field {key!r} is not supported by the course's samplers; "
+                                 f"known fields: {', '.join(known)}")
+            values[key] = value
+        return cls(**values)
+
+    def to_diffusers(self) -> dict:
+        """The keyword arguments of diffusers' ``DDIMScheduler``/``DDPMScheduler`` for this config."""
+        return asdict(self)
+
+
+# diffusers' DDIMScheduler defaults for the fields above (an absent field means these)
+_DIFFUSERS_DEFAULTS = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=0.0001, beta_end=0.02,
+                           prediction_type="epsilon", timestep_spacing="leading", steps_offset=0,
+                           set_alpha_to_one=True, clip_sample=True, clip_sample_range=1.0)
+assert set(_DIFFUSERS_DEFAULTS) == {f.name for f in fields(SchedulerConfig)}
+# fields that are fine only at the value that leaves DDIM/DDPM sampling as the course implements it
+_INERT_VALUES = dict(thresholding=False, rescale_betas_zero_snr=False, trained_betas=None,
+                     variance_type="fixed_small")
+# fields that never change DDIM/DDPM sampling: PNDM's Runge-Kutta switch, and the two thresholding
+# parameters, which act only with thresholding=True (refused above)
+IGNORED_FIELDS = ("skip_prk_steps", "dynamic_thresholding_ratio", "sample_max_value")

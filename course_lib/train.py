@@ -1,9 +1,10 @@
-"""The course's one training loop (AdamW, warmup + cosine schedule, EMA, progress bar).
+"""The course's one training loop (AdamW, warmup + cosine schedule, EMA, progress bar,
+gradient accumulation, DistributedDataParallel).
 
     history = train(model, loss_fn, batches, steps=1000, lr=3e-4, device=device,
                     warmup_steps=100, schedule="cosine", grad_clip=1.0, seed=0,
                     eval_fn=None, eval_every=100, callback=None, callback_every=100,
-                    ema_decay=None)
+                    ema_decay=None, grad_accum_steps=1, start_step=0, cpu_threads="auto")
 
 * ``loss_fn(model, batch) -> scalar loss tensor``: the only task-specific code.
 * ``batches``: where batches come from. Either a callable ``batches(step) ->
@@ -21,6 +22,24 @@
   ``torch.Generator``.
 * ``ema_decay``: keep an exponential moving average of the trainable weights
   and copy it into the model at the end (diffusion models are sampled from it).
+* ``cpu_threads`` (on the CPU): PyTorch's thread count while training, then
+  restored. ``"auto"`` uses one thread per core that is idle right now
+  (``course_lib.device.cpu_threads``): next to another busy process, threads that
+  wait for each other at every operation made training many times slower than one
+  thread (``benchmarks/contention.py``).
+* ``grad_accum_steps = k``: every optimiser step draws ``k`` micro-batches (a
+  callable ``batches`` gets the micro-batch index ``step·k + j``) and
+  back-propagates ``loss / k`` for each, so the step sees the gradient of one
+  batch k times larger (gradient accumulation, as in nanoGPT).
+* ``model`` may be wrapped in ``torch.nn.parallel.DistributedDataParallel``:
+  each process passes its own share of the data, the gradients are averaged
+  across processes once per step (``no_sync`` for the first k − 1 micro-batches),
+  and the recorded loss is the mean over all processes. So k micro-batches of
+  size b on each of P processes give the same step as one process with k·P
+  micro-batches of size b.
+* ``start_step``: resume an interrupted run at this step (pass the optimizer
+  with its saved state; the schedule carries on where it was, and a callable
+  ``batches`` gets the same indices as in the uninterrupted run).
 
 It returns the history, a dict of lists:
 ``{"train_loss": [float per step], "lr": [float per step],
@@ -36,11 +55,18 @@ LayerNorm gains, as in GPT-2/nanoGPT. Schedule (``lr_at``): linear warmup from
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from .checks import check_int
+from .device import cpu_threads as cpu_threads_for
 from .device import seeded
 from .progress import progress_bar
 
@@ -170,7 +196,8 @@ def train(model: nn.Module, loss_fn, batches, steps: int, *, lr: float = 3e-4, d
           min_lr_ratio: float = 0.1, grad_clip: float | None = 1.0, seed: int | None = None,
           eval_fn=None, eval_every: int | None = None, callback=None, callback_every: int = 100,
           optimizer: torch.optim.Optimizer | None = None, ema_decay: float | None = None,
-          progress: bool = True, desc: str = "training") -> dict:
+          grad_accum_steps: int = 1, start_step: int = 0, progress: bool = True,
+          desc: str = "training", cpu_threads: int | str | None = "auto") -> dict:
     """Train ``model`` for ``steps`` optimiser steps; return the history (see the module docstring).
 
     ``device``: where to train (default: the model's current device); the model
@@ -178,6 +205,9 @@ def train(model: nn.Module, loss_fn, batches, steps: int, *, lr: float = 3e-4, d
     random state is left as it was). ``grad_clip``: max global gradient norm
     (None = off). ``optimizer``: bring your own (its lr is still driven by the
     schedule). ``ema_decay``: end with the EMA of the weights in the model.
+    ``cpu_threads`` (training on the CPU only): PyTorch's thread count while training,
+    restored afterwards: ``"auto"`` picks it from the cores that are free now
+    (``course_lib.device.cpu_threads``), an int fixes it, None leaves it alone.
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
@@ -190,23 +220,43 @@ def train(model: nn.Module, loss_fn, batches, steps: int, *, lr: float = 3e-4, d
     for name, every in (("eval_every", eval_every), ("callback_every", callback_every)):
         if every is not None and (not isinstance(every, int) or every < 1):
             raise ValueError(f"{name} must be a positive int or None, got {every!r}")
+    check_int("grad_accum_steps", grad_accum_steps, 1)
+    check_int("start_step", start_step, 0, steps - 1)
+    if start_step and ema_decay is not None:
+        raise ValueError("start_step > 0 cannot be combined with ema_decay: the EMA is not part of "
+                         "the state a run resumes from")
     schedule_fn = lr_lambda(steps, warmup_steps, schedule, min_lr_ratio)  # validates the schedule
-    if seed is None:
-        return _train_loop(model, loss_fn, batches, steps, lr, device, weight_decay, betas, schedule_fn,
-                           grad_clip, eval_fn, eval_every, callback, callback_every, optimizer, ema_decay,
-                           progress, desc)
-    with seeded(seed):
-        return _train_loop(model, loss_fn, batches, steps, lr, device, weight_decay, betas, schedule_fn,
-                           grad_clip, eval_fn, eval_every, callback, callback_every, optimizer, ema_decay,
-                           progress, desc)
-
-
-def _train_loop(model, loss_fn, batches, steps, lr, device, weight_decay, betas, schedule_fn, grad_clip,
-                eval_fn, eval_every, callback, callback_every, optimizer, ema_decay, progress, desc) -> dict:
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
+    seeding = seeded(seed) if seed is not None else nullcontext()
+    threads = cpu_threads_for(cpu_threads) if device.type == "cpu" and cpu_threads is not None else nullcontext()
+    with seeding, threads:
+        return _train_loop(model, loss_fn, batches, steps, lr, device, weight_decay, betas, schedule_fn,
+                           grad_clip, eval_fn, eval_every, callback, callback_every, optimizer, ema_decay,
+                           grad_accum_steps, start_step, progress, desc)
+
+
+def _no_sync(model: nn.Module, sync: bool):
+    """DDP averages gradients across processes in ``backward``; skip that unless ``sync``."""
+    if isinstance(model, DistributedDataParallel) and not sync:
+        return model.no_sync()
+    return contextlib.nullcontext()
+
+
+def _mean_over_processes(value: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """The mean of a scalar over all DDP processes (itself without DDP)."""
+    if isinstance(model, DistributedDataParallel):
+        value = value.clone()
+        dist.all_reduce(value)  # a sum: gloo has no average
+        value /= dist.get_world_size()
+    return value
+
+
+def _train_loop(model, loss_fn, batches, steps, lr, device, weight_decay, betas, schedule_fn, grad_clip,
+                eval_fn, eval_every, callback, callback_every, optimizer, ema_decay, grad_accum_steps,
+                start_step, progress, desc) -> dict:
     model.to(device)
     get_batch = _batch_source(batches)
     opt = optimizer if optimizer is not None else make_optimizer(model, lr, weight_decay, betas)
@@ -218,19 +268,26 @@ def _train_loop(model, loss_fn, batches, steps, lr, device, weight_decay, betas,
 
     history: dict[str, list] = {"train_loss": [], "lr": []}
     model.train()
+    n_micro = grad_accum_steps
     with progress_bar(steps, desc, disable=not progress) as bar:
-        for step in range(steps):
+        bar.update(start_step)
+        for step in range(start_step, steps):
             for g, base in zip(opt.param_groups, base_lrs):
                 g["lr"] = base * schedule_fn(step)
-            loss = loss_fn(model, to_device(get_batch(step), device))
-            if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-                raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__} "
-                                f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}")
-            value = loss.item()  # one device sync per step
+            opt.zero_grad(set_to_none=True)
+            total = 0.0
+            for j in range(n_micro):  # gradient accumulation: n_micro batches, one optimiser step
+                batch = to_device(get_batch(step * n_micro + j), device)
+                with _no_sync(model, sync=j == n_micro - 1):
+                    loss = loss_fn(model, batch)
+                    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+                        raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__} "
+                                        f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}")
+                    (loss / n_micro).backward()
+                total = total + loss.detach()
+            value = _mean_over_processes(total / n_micro, model).item()  # one device sync per step
             if not math.isfinite(value):
                 raise FloatingPointError(f"loss became {value} at step {step}; try a lower lr or grad_clip")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
             if grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             opt.step()

@@ -3,7 +3,7 @@
 Vaswani et al. 2017, "Attention Is All You Need":
 
 * §3.3 position-wise feed-forward, eq. (2): ``FFN(x) = act(x W₁ + b₁) W₂ + b₂``,
-  with GELU (Hendrycks & Gimpel 2016) as in GPT-2 instead of ReLU;
+  with a GELU (Hendrycks & Gimpel 2016) instead of ReLU, as GPT-2 and CLIP;
 * §3.5 positional encodings: sinusoidal, ``PE(pos, 2i) = sin(pos / 10000^(2i/d))``,
   ``PE(pos, 2i+1) = cos(pos / 10000^(2i/d))``, or learned (one vector per position).
 
@@ -12,8 +12,11 @@ The block is **pre-norm** (as in GPT-2, Radford et al. 2019; Xiong et al. 2020):
     x = x + Attention(LayerNorm(x))
     x = x + FFN(LayerNorm(x))
 
-``TinyDecoder`` stacks these blocks into the smallest decoder-only language
-model: token + position embedding, N causal blocks, a final LayerNorm, a head.
+It is the one block of every text transformer in the course: the tiny decoder
+below (notebook 02), GPT-2 (``course_lib.gpt2``) and CLIP's text encoder
+(``course_lib.clip``). ``TinyDecoder`` stacks these blocks into the smallest
+decoder-only language model: token + position embedding, N causal blocks, a
+final LayerNorm, a head.
 """
 
 from __future__ import annotations
@@ -21,52 +24,84 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .attention import MultiHeadAttention
+from .checks import check_choice, check_number
+from .kv_cache import KVCache
+
+
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """x · σ(1.702 x): the cheap approximation of GELU that CLIP was trained with
+    (Radford et al. 2021; Hendrycks & Gimpel 2016, §2). Computed in float32 and
+    rounded once, so half precision loses no more than one rounding."""
+    x32 = x.float()
+    return (x32 * torch.sigmoid(1.702 * x32)).to(x.dtype)
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU's tanh approximation (GPT-2): ½x(1 + tanh(√(2/π)(x + 0.044715x³)))."""
+    return F.gelu(x, approximate="tanh")
+
+
+# name -> function; "gelu" is the exact x·Φ(x) with the error function
+ACTIVATIONS = {"gelu": F.gelu, "gelu_tanh": gelu_tanh, "quick_gelu": quick_gelu}
 
 
 class FeedForward(nn.Module):
-    """Position-wise MLP, eq. (2) with GELU: [B, T, d_model] -> [B, T, d_model].
+    """Position-wise MLP, eq. (2): ``fc2(act(fc1(x)))``, [B, T, d_model] -> [B, T, d_model].
 
-    d_hidden defaults to 4 × d_model (the paper's 512 -> 2048).
+    d_hidden defaults to 4 × d_model (the paper's 512 -> 2048). ``activation``:
+    ``"gelu"`` (exact, erf), ``"gelu_tanh"`` (GPT-2) or ``"quick_gelu"`` (CLIP).
     """
 
-    def __init__(self, d_model: int, d_hidden: int | None = None, dropout: float = 0.0, bias: bool = True):
+    def __init__(self, d_model: int, d_hidden: int | None = None, activation: str = "gelu",
+                 dropout: float = 0.0, bias: bool = True):
         super().__init__()
         d_hidden = 4 * d_model if d_hidden is None else d_hidden
+        self.activation = check_choice("activation", activation, ACTIVATIONS)
         self.fc1 = nn.Linear(d_model, d_hidden, bias=bias)
-        self.act = nn.GELU()  # exact (erf) GELU: x Φ(x)
         self.fc2 = nn.Linear(d_hidden, d_model, bias=bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = check_number("dropout", dropout, 0.0, 1.0)  # applied in training mode only
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.fc2(self.act(self.fc1(x))))  # [B, T, d_model]
+        h = ACTIVATIONS[self.activation](self.fc1(x))  # [B, T, d_hidden]
+        return F.dropout(self.fc2(h), self.dropout, self.training)  # [B, T, d_model]
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation!r}" + (f", dropout={self.dropout}" if self.dropout else "")
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm transformer block: self-attention then feed-forward, each residual.
+    """Pre-norm transformer block: ``x + Attn(ln_1(x))``, then ``x + MLP(ln_2(x))``.
 
     ``causal=True`` makes it a decoder block (position t sees positions ≤ t).
-    ``forward(x, key_padding_mask=None, attn_mask=None)``: x [B, T, d_model].
+    ``activation`` is the MLP's (see ``FeedForward``); ``fused_qkv`` and ``use_sdpa``
+    go to the attention (``MultiHeadAttention``).
+    ``forward(x, key_padding_mask=None, attn_mask=None, cache=None, layer=0)``:
+    x [B, T, d_model]; with a ``KVCache``, x holds the new positions only.
     Set ``block.attn.record_weights = True`` to keep the attention weights of the
     next forward in ``block.attn.last_weights`` ([B, H, T, T]).
     """
 
     def __init__(self, d_model: int, n_heads: int, d_hidden: int | None = None, dropout: float = 0.0,
-                 causal: bool = False, layer_norm_eps: float = 1e-5, bias: bool = True, use_sdpa: bool = True):
+                 causal: bool = False, layer_norm_eps: float = 1e-5, bias: bool = True,
+                 use_sdpa: bool = True, activation: str = "gelu", fused_qkv: bool = False):
         super().__init__()
         self.causal = causal
-        self.ln1 = nn.LayerNorm(d_model, eps=layer_norm_eps)
-        self.attn = MultiHeadAttention(d_model, n_heads, qkv_bias=bias, out_bias=bias, use_sdpa=use_sdpa)
-        self.ln2 = nn.LayerNorm(d_model, eps=layer_norm_eps)
-        self.mlp = FeedForward(d_model, d_hidden, dropout=dropout, bias=bias)
-        self.dropout = nn.Dropout(dropout)
+        self.ln_1 = nn.LayerNorm(d_model, eps=layer_norm_eps)
+        self.attn = MultiHeadAttention(d_model, n_heads, qkv_bias=bias, out_bias=bias, use_sdpa=use_sdpa,
+                                       fused_qkv=fused_qkv)
+        self.ln_2 = nn.LayerNorm(d_model, eps=layer_norm_eps)
+        self.mlp = FeedForward(d_model, d_hidden, activation, dropout=dropout, bias=bias)
+        self.dropout = dropout  # on the attention output, in training mode only
 
-    def forward(self, x, key_padding_mask=None, attn_mask=None):
-        h = self.attn(self.ln1(x), causal=self.causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask)
-        x = x + self.dropout(h)  # [B, T, d_model]
-        return x + self.mlp(self.ln2(x))  # [B, T, d_model]
+    def forward(self, x, key_padding_mask=None, attn_mask=None, cache: KVCache | None = None, layer: int = 0):
+        h = self.attn(self.ln_1(x), causal=self.causal, key_padding_mask=key_padding_mask,
+                      attn_mask=attn_mask, cache=cache, layer=layer)
+        x = x + F.dropout(h, self.dropout, self.training)  # [B, T, d_model]
+        return x + self.mlp(self.ln_2(x))  # [B, T, d_model]
 
 
 # ----------------------------------------------------------------------------- positions
@@ -163,9 +198,6 @@ class TinyDecoder(nn.Module):
             nn.init.normal_(m.weight, std=0.02)
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     def forward(self, ids: torch.Tensor, return_attention: bool = False):
         if ids.dim() != 2 or ids.dtype not in (torch.long, torch.int32, torch.int64):

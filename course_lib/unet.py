@@ -34,30 +34,29 @@ Public API
     ``UNetModel.from_diffusers(diffusers.UNet2DConditionModel)``, ``UNetModel.from_folder(path)``
 ``from_diffusers(model)``, ``load_unet_folder(path)``: the same as functions.
 ``config_from_diffusers(dict)`` / ``diffusers_config(UNetConfig)``: translate configs both ways.
-``count_parameters(model)``.
+Parameter counts: ``course_lib.params.count_parameters(model).total``.
 
 Build a full-size model cheaply (no memory, no init) with ``torch.device("meta")``::
 
     with torch.device("meta"):
-        unet = UNetModel(UNetConfig.sd15())   # count_parameters(unet) == 859_520_964
+        unet = UNetModel(UNetConfig.sd15())   # count_parameters(unet).total == 859_520_964
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .attention import MultiHeadAttention
-from .diffusers_io import build_and_load, check_supported, read_folder
-from .unet_blocks import (Downsample, ResnetBlock, SpatialTransformer, TimestepEmbedding,
+from .diffusers_io import RENAMES, check_supported, convert_model, load_folder
+from .unet_blocks import (Downsample, MidBlock, ResnetBlock, SpatialTransformer, TimestepEmbedding,
                           Upsample, timestep_embedding)
 
 __all__ = ["UNetConfig", "UNetModel", "from_diffusers", "load_unet_folder", "config_from_diffusers",
-           "diffusers_config", "count_parameters", "DIFFUSERS_RENAMES"]
+           "diffusers_config", "DIFFUSERS_RENAMES"]
 
 
 @dataclass
@@ -76,7 +75,7 @@ class UNetConfig:
     norm_eps: float = 1e-5
     flip_sin_to_cos: bool = True
     freq_shift: float = 0.0
-    upcast_attention: bool = False  # SD 2.1 sets it for fp16; in float32 it changes nothing
+    upcast_attention: bool = False  # attention in float32 inside a half-precision model (SD 2.1)
 
     def __post_init__(self):
         self.block_out_channels = tuple(self.block_out_channels)
@@ -114,6 +113,12 @@ class UNetConfig:
         if isinstance(self.num_heads, int):
             return [self.num_heads] * len(self.block_out_channels)
         return list(self.num_heads)
+
+    def spatial_transformer(self, channels: int, heads: int) -> SpatialTransformer:
+        """The cross-attention transformer of a level with ``channels`` and ``heads``."""
+        return SpatialTransformer(channels, heads, self.cross_attention_dim, self.norm_num_groups,
+                                  self.transformer_layers, self.use_linear_projection,
+                                  upcast=self.upcast_attention)
 
     @property
     def time_embed_dim(self) -> int:
@@ -155,10 +160,7 @@ class DownLevel(nn.Module):
         self.resnets = nn.ModuleList(
             ResnetBlock(in_ch if i == 0 else out_ch, out_ch, cfg.time_embed_dim, cfg.norm_num_groups, cfg.norm_eps)
             for i in range(n))
-        self.attentions = nn.ModuleList(
-            SpatialTransformer(out_ch, heads, cfg.cross_attention_dim, cfg.norm_num_groups,
-                               cfg.transformer_layers, cfg.use_linear_projection)
-            for _ in range(n if attention else 0))
+        self.attentions = nn.ModuleList(cfg.spatial_transformer(out_ch, heads) for _ in range(n if attention else 0))
         self.downsample = Downsample(out_ch) if downsample else None
 
     def forward(self, x, temb, cond):
@@ -174,23 +176,6 @@ class DownLevel(nn.Module):
         return x, skips
 
 
-class MidBlock(nn.Module):
-    """At the lowest resolution: resnet → spatial transformer → resnet."""
-
-    def __init__(self, ch, cfg: UNetConfig, heads: int):
-        super().__init__()
-        self.resnets = nn.ModuleList(
-            ResnetBlock(ch, ch, cfg.time_embed_dim, cfg.norm_num_groups, cfg.norm_eps) for _ in range(2))
-        self.attentions = nn.ModuleList([SpatialTransformer(
-            ch, heads, cfg.cross_attention_dim, cfg.norm_num_groups, cfg.transformer_layers,
-            cfg.use_linear_projection)])
-
-    def forward(self, x, temb, cond):
-        x = self.resnets[0](x, temb)
-        x = self.attentions[0](x, cond)
-        return self.resnets[1](x, temb)
-
-
 class UpLevel(nn.Module):
     """One level of the up path: (concat a skip → resnet (+ transformer)) × (layers+1), then double."""
 
@@ -202,9 +187,7 @@ class UpLevel(nn.Module):
                         cfg.norm_num_groups, cfg.norm_eps)
             for i, s in enumerate(skip_chs))
         self.attentions = nn.ModuleList(
-            SpatialTransformer(out_ch, heads, cfg.cross_attention_dim, cfg.norm_num_groups,
-                               cfg.transformer_layers, cfg.use_linear_projection)
-            for _ in range(len(skip_chs) if attention else 0))
+            cfg.spatial_transformer(out_ch, heads) for _ in range(len(skip_chs) if attention else 0))
         self.upsample = Upsample(out_ch) if upsample else None
 
     def forward(self, x, skips: list, temb, cond):
@@ -239,7 +222,8 @@ class UNetModel(nn.Module):
             self.down_blocks.append(DownLevel(chs[max(i - 1, 0)], chs[i], cfg, heads[i], attn[i], not last))
             skip_chs += [chs[i]] * cfg.layers_per_block + ([] if last else [chs[i]])
 
-        self.mid_block = MidBlock(chs[-1], cfg, heads[-1])
+        self.mid_block = MidBlock(chs[-1], cfg.time_embed_dim, cfg.norm_num_groups, cfg.norm_eps,
+                                  cfg.spatial_transformer(chs[-1], heads[-1]))  # resnet, transformer, resnet
 
         self.up_blocks = nn.ModuleList()
         prev = chs[-1]
@@ -347,24 +331,17 @@ class UNetModel(nn.Module):
     @classmethod
     def from_diffusers(cls, model) -> "UNetModel":
         """Convert a ``diffusers.UNet2DConditionModel`` (SD v1/v2 layouts)."""
-        cfg = config_from_diffusers(dict(model.config))
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}  # no shared storage
-        return build_and_load(cls, cfg, state, DIFFUSERS_RENAMES, device=model.device, dtype=model.dtype)
+        return convert_model(cls, model, config_from_diffusers, DIFFUSERS_RENAMES)
 
     @classmethod
     def from_folder(cls, path) -> "UNetModel":
         """Load a diffusers-layout folder (``config.json`` + ``diffusion_pytorch_model.safetensors``)."""
-        config, state = read_folder(path)
-        return build_and_load(cls, config_from_diffusers(config), state, DIFFUSERS_RENAMES)
+        return load_folder(cls, path, config_from_diffusers, DIFFUSERS_RENAMES)
 
 
 # ------------------------------------------------------------ diffusers import
 # diffusers name -> course name (applied as substring replacements)
-DIFFUSERS_RENAMES = [
-    ("downsamplers.0.", "downsample."), ("upsamplers.0.", "upsample."),
-    (".to_q.", ".q_proj."), (".to_k.", ".k_proj."), (".to_v.", ".v_proj."), (".to_out.0.", ".out_proj."),
-    (".ff.net.0.proj.", ".ff.geglu.proj."), (".ff.net.2.", ".ff.out."),
-]
+DIFFUSERS_RENAMES = RENAMES + [(".ff.net.0.proj.", ".ff.geglu.proj."), (".ff.net.2.", ".ff.out.")]
 
 _SUPPORTED = dict(
     center_input_sample=False,
@@ -433,8 +410,3 @@ def from_diffusers(model) -> UNetModel:
 def load_unet_folder(path) -> UNetModel:
     """``UNetModel.from_folder``: load a diffusers-layout ``unet/`` folder strictly."""
     return UNetModel.from_folder(path)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters (works on the meta device too)."""
-    return sum(p.numel() for p in model.parameters())

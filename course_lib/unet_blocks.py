@@ -9,13 +9,22 @@ Each class is one idea, with one forward:
   in between (Ho et al. 2020; Wu & He 2018 for GroupNorm), plus a skip;
 * ``Downsample`` / ``Upsample`` — halve (strided conv) or double (nearest + conv)
   the spatial size;
-* ``GEGLU`` / ``FeedForward`` — the gated GELU MLP (Shazeer 2020, "GLU Variants
-  Improve Transformer", eq. 6): ``(x W) ⊙ GELU(x V)``;
-* ``TransformerBlock`` — pre-norm self-attention, cross-attention to the condition,
-  feed-forward (Rombach et al. 2022, "High-Resolution Image Synthesis with Latent
-  Diffusion Models", sec. 3.3 and appendix);
-* ``SpatialTransformer`` — turns a feature map into tokens, runs transformer blocks,
+* ``MidBlock`` — resnet → attention → resnet at the lowest resolution (the UNet's
+  with a spatial transformer and the time embedding, the autoencoder's with
+  self-attention over the pixels and no time);
+* ``GEGLU`` / ``GEGLUFeedForward`` — the gated GELU MLP (Shazeer 2020, "GLU Variants
+  Improve Transformer", eq. 6): ``(x W) ⊙ GELU(x V)``; GPT-2's plain GELU MLP is
+  ``course_lib.transformer``'s;
+* ``CrossAttentionBlock`` — the block inside a spatial transformer: pre-norm
+  self-attention, cross-attention to the condition, GEGLU feed-forward (Rombach et
+  al. 2022, "High-Resolution Image Synthesis with Latent Diffusion Models", sec. 3.3
+  and appendix); GPT-2's block (self-attention and MLP only) is ``course_lib.transformer``'s;
+* ``SpatialTransformer`` — turns a feature map into tokens, runs cross-attention blocks,
   turns the tokens back into a feature map, adds the input.
+
+``upcast=True`` (Stable Diffusion 2.x's ``upcast_attention``) makes every attention
+layer compute its scores, softmax and weighted sum in float32 when the model runs
+in float16/bfloat16; see ``course_lib.attention.MultiHeadAttention``.
 
 Sub-module names follow the diffusers checkpoints (``norm1``, ``conv1``,
 ``time_emb_proj``, ``attn1``, ``proj_in`` ...) so that a real checkpoint maps onto
@@ -114,6 +123,26 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
+class MidBlock(nn.Module):
+    """At the lowest resolution: resnet → attention → resnet, at constant width.
+
+    UNet: ``attention`` is a ``SpatialTransformer`` (reads ``cond``) and the resnets
+    take the time embedding. Autoencoder: ``attention`` is single-head self-attention
+    over the pixels, and there is no time (``temb_dim=None``) and no condition.
+    """
+
+    def __init__(self, channels: int, temb_dim: int | None, groups: int, eps: float, attention: nn.Module):
+        super().__init__()
+        self.resnets = nn.ModuleList(ResnetBlock(channels, channels, temb_dim, groups, eps) for _ in range(2))
+        self.attentions = nn.ModuleList([attention])
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None,
+                cond: torch.Tensor | None = None) -> torch.Tensor:  # [B, C, h, w] -> [B, C, h, w]
+        x = self.resnets[0](x, temb)
+        x = self.attentions[0](x) if cond is None else self.attentions[0](x, cond)
+        return self.resnets[1](x, temb)
+
+
 class Upsample(nn.Module):
     """Double H and W: nearest-neighbour upsampling, then a 3×3 conv."""
 
@@ -138,8 +167,8 @@ class GEGLU(nn.Module):
         return value * F.gelu(gate)
 
 
-class FeedForward(nn.Module):
-    """GEGLU to ``mult * dim``, then back to ``dim``."""
+class GEGLUFeedForward(nn.Module):
+    """GEGLU to ``mult * dim``, then back to ``dim`` (the feed-forward of SD's transformer blocks)."""
 
     def __init__(self, dim: int, mult: int = 4):
         super().__init__()
@@ -150,21 +179,22 @@ class FeedForward(nn.Module):
         return self.out(self.geglu(x))
 
 
-class TransformerBlock(nn.Module):
-    """Pre-norm block on image tokens x [B, HW, C] with a condition [B, L, cond_dim]:
+class CrossAttentionBlock(nn.Module):
+    """The spatial transformer's pre-norm block on image tokens x [B, HW, C] with a condition [B, L, cond_dim]:
 
-        x = x + SelfAttn(LN(x));  x = x + CrossAttn(LN(x), cond);  x = x + FF(LN(x))
+        x = x + SelfAttn(LN(x));  x = x + CrossAttn(LN(x), cond);  x = x + GEGLU-FF(LN(x))
     """
 
-    def __init__(self, dim: int, n_heads: int, cond_dim: int, use_sdpa: bool = True):
+    def __init__(self, dim: int, n_heads: int, cond_dim: int, use_sdpa: bool = True, upcast: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn1 = MultiHeadAttention(dim, n_heads, qkv_bias=False, out_bias=True, use_sdpa=use_sdpa)
+        self.attn1 = MultiHeadAttention(dim, n_heads, qkv_bias=False, out_bias=True, use_sdpa=use_sdpa,
+                                        upcast=upcast)
         self.norm2 = nn.LayerNorm(dim)
         self.attn2 = MultiHeadAttention(dim, n_heads, kv_dim=cond_dim, qkv_bias=False, out_bias=True,
-                                        use_sdpa=use_sdpa)
+                                        use_sdpa=use_sdpa, upcast=upcast)
         self.norm3 = nn.LayerNorm(dim)
-        self.ff = FeedForward(dim)
+        self.ff = GEGLUFeedForward(dim)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         x = x + self.attn1(self.norm1(x))  # image tokens attend to each other
@@ -178,10 +208,11 @@ class SpatialTransformer(nn.Module):
     ``proj_in``/``proj_out`` are 1×1 convs (SD v1) or linear layers (SD v2,
     ``linear=True``). A 1×1 conv *is* a linear layer applied at every pixel, so
     both are computed the same way here: as a linear map on the tokens.
+    ``upcast``: attention in float32 inside a half-precision model (SD 2.x).
     """
 
     def __init__(self, channels: int, n_heads: int, cond_dim: int, groups: int,
-                 n_layers: int = 1, linear: bool = False, use_sdpa: bool = True):
+                 n_layers: int = 1, linear: bool = False, use_sdpa: bool = True, upcast: bool = False):
         super().__init__()
         self.linear = linear
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
@@ -192,7 +223,7 @@ class SpatialTransformer(nn.Module):
             self.proj_in = nn.Conv2d(channels, channels, 1)
             self.proj_out = nn.Conv2d(channels, channels, 1)
         self.transformer_blocks = nn.ModuleList(
-            TransformerBlock(channels, n_heads, cond_dim, use_sdpa) for _ in range(n_layers)
+            CrossAttentionBlock(channels, n_heads, cond_dim, use_sdpa, upcast) for _ in range(n_layers)
         )
 
     @staticmethod

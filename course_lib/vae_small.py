@@ -1,4 +1,10 @@
-"""A small convolutional autoencoder and VAE for teaching (digits-sized images).
+"""Notebook 07's teaching models: a small convolutional autoencoder and VAE (digits-sized images).
+
+They are deliberately simpler than Stable Diffusion's autoencoder
+(``course_lib.autoencoder``: GroupNorm resnets, attention, a spatial latent) — a few
+strided convolutions and a flat latent of a handful of numbers that can be
+plotted — but the VAE uses the same Gaussian code as the big one:
+``autoencoder.reparameterize`` and ``autoencoder.kl_to_standard_normal``.
 
 * ``ConvAutoencoder``: x → encoder → z → decoder → x̂, trained on ‖x − x̂‖².
 * ``ConvVAE`` (Kingma & Welling 2014, "Auto-Encoding Variational Bayes"): the
@@ -13,17 +19,23 @@
   (‖x − x̂‖² is a Gaussian log-likelihood with fixed variance ½, up to a constant.)
 
 ``train_autoencoder(model, images, epochs, beta=None)`` trains either one
-deterministically (``beta=None`` for the plain autoencoder) and returns the
-per-epoch history.
+deterministically with the course's training loop (``course_lib.train.train``)
+and returns the per-epoch history.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvAutoencoder", "ConvVAE", "vae_loss", "kl_to_standard_normal", "train_autoencoder"]
+from .autoencoder import kl_to_standard_normal, reparameterize
+from .checks import check_int, check_number
+from .device import randn
+
+__all__ = ["ConvAutoencoder", "ConvVAE", "vae_loss", "kl_to_standard_normal", "reparameterize",
+           "train_autoencoder"]
 
 
 class ConvAutoencoder(nn.Module):
@@ -73,9 +85,10 @@ class ConvAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
-    def loss(self, x: torch.Tensor, beta=None, generator=None) -> dict:
+    def loss(self, x: torch.Tensor, beta=None, generator=None, noise=None) -> dict:
+        """{"loss", "recon", "kl"}: the squared reconstruction error per image (no KL term here)."""
         recon = ((self(x) - x) ** 2).sum(dim=(1, 2, 3)).mean()
-        return {"loss": recon, "recon": recon, "kl": torch.zeros(())}
+        return {"loss": recon, "recon": recon, "kl": torch.zeros((), device=x.device)}
 
 
 class ConvVAE(ConvAutoencoder):
@@ -92,30 +105,22 @@ class ConvVAE(ConvAutoencoder):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode(x)[0]  # the mean μ
 
-    @staticmethod
-    def reparameterize(mu, logvar, generator=None):
-        """z = μ + σ ⊙ ε: the randomness is in ε, so z is differentiable in μ and σ."""
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        return mu + torch.exp(0.5 * logvar) * eps
+    reparameterize = staticmethod(reparameterize)  # z = μ + σ ⊙ ε (course_lib.autoencoder)
 
-    def forward(self, x: torch.Tensor, generator=None):
+    def forward(self, x: torch.Tensor, generator=None, noise=None):
+        """(reconstruction, μ, log σ²); ε is ``noise`` or drawn from ``generator``."""
         mu, logvar = self.encode(x)
-        return self.decode(self.reparameterize(mu, logvar, generator)), mu, logvar
+        return self.decode(reparameterize(mu, logvar, generator, noise)), mu, logvar
 
-    def loss(self, x: torch.Tensor, beta: float = 1.0, generator=None) -> dict:
-        recon, mu, logvar = self(x, generator)
+    def loss(self, x: torch.Tensor, beta: float = 1.0, generator=None, noise=None) -> dict:
+        recon, mu, logvar = self(x, generator, noise)
         return vae_loss(x, recon, mu, logvar, beta)
 
     @torch.no_grad()
     def sample(self, n: int, generator=None) -> torch.Tensor:
-        """Decode z ~ N(0, I): new images from the prior."""
-        z = torch.randn(n, self.latent_dim, generator=generator, device=next(self.parameters()).device)
-        return self.decode(z)
-
-
-def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(μ, σ²) ‖ N(0, I)) per example: ½ Σ (μ² + σ² − 1 − log σ²) -> [B]."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
+        """Decode z ~ N(0, I): new images from the prior (z drawn on the generator's device)."""
+        p = next(self.parameters())
+        return self.decode(randn((n, self.latent_dim), generator=generator, device=p.device, dtype=p.dtype))
 
 
 def vae_loss(x, recon, mu, logvar, beta: float = 1.0) -> dict:
@@ -133,37 +138,50 @@ def train_autoencoder(model: ConvAutoencoder, images: torch.Tensor, epochs: int 
     """Train with Adam on shuffled mini-batches; return {"loss", "recon", "kl"} per epoch.
 
     ``beta`` is needed for a ``ConvVAE`` (1.0: plain VAE) and must be None for a
-    ``ConvAutoencoder``.
+    ``ConvAutoencoder``. The loop is ``course_lib.train.train`` (constant ``lr``, no
+    weight decay, so AdamW is Adam); the shuffles and the VAE's ε come from one
+    ``torch.Generator`` seeded with ``seed``, drawn on the CPU, so a run gives the same
+    numbers on any device, and the global random state is left as it was.
     """
-    from tqdm.auto import tqdm
+    from .train import train
 
     is_vae = isinstance(model, ConvVAE)
     if is_vae and beta is None:
         raise ValueError("a ConvVAE needs beta (1.0 for the plain VAE)")
     if not is_vae and beta is not None:
         raise ValueError("beta only applies to a ConvVAE; a ConvAutoencoder has no KL term")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError("epochs and batch_size must be ≥ 1")
+    check_int("epochs", epochs, 1)
+    check_int("batch_size", batch_size, 1)
+    if is_vae:
+        check_number("beta", beta, 0.0)
+    n = len(images)
+    per_epoch = math.ceil(n / batch_size)
     gen = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    history = {"loss": [], "recon": [], "kl": []}
-    model.train()
-    bar = tqdm(range(epochs), desc=desc or type(model).__name__, disable=not progress)
-    for _ in bar:
-        perm = torch.randperm(len(images), generator=gen)
-        sums, n = {"loss": 0.0, "recon": 0.0, "kl": 0.0}, 0
-        for i in range(0, len(images), batch_size):
-            x = images[perm[i:i + batch_size]].to(device)
-            out = model.loss(x, beta=beta, generator=gen) if is_vae else model.loss(x)
-            opt.zero_grad()
-            out["loss"].backward()
-            opt.step()
-            for k in sums:
-                sums[k] += out[k].item() * len(x)
-            n += len(x)
-        for k in sums:
-            history[k].append(sums[k] / n)
-        bar.set_postfix(loss=f"{history['loss'][-1]:.2f}")
+    perm = torch.arange(n)
+
+    def batch(step):  # [B, C, S, S] and, for a VAE, its ε [B, latent_dim]
+        nonlocal perm
+        i = step % per_epoch
+        if i == 0:  # a new epoch: a new shuffle
+            perm = torch.randperm(n, generator=gen)
+        x = images[perm[i * batch_size:(i + 1) * batch_size]]
+        return x, (randn((len(x), model.latent_dim), generator=gen) if is_vae else None)
+
+    parts = []  # (loss, recon, kl, batch size) per step, for the per-epoch averages
+
+    def loss_fn(m, b):
+        x, noise = b
+        out = m.loss(x, beta=beta, noise=noise) if is_vae else m.loss(x)
+        parts.append((out["loss"].detach(), out["recon"].detach(), out["kl"].detach(), len(x)))
+        return out["loss"]
+
+    train(model, loss_fn, batch, epochs * per_epoch, lr=lr, weight_decay=0.0, betas=(0.9, 0.999),
+          schedule="constant", grad_clip=None, seed=seed, progress=progress, desc=desc or type(model).__name__)
     model.eval()
+    history = {"loss": [], "recon": [], "kl": []}
+    for e in range(epochs):
+        rows = parts[e * per_epoch:(e + 1) * per_epoch]
+        total = sum(r[3] for r in rows)
+        for j, key in enumerate(history):
+            history[key].append(sum(float(r[j]) * r[3] for r in rows) / total)
     return history

@@ -168,3 +168,49 @@ def test_bad_shapes_are_clear_errors():
         mha(torch.randn(2, 5, 16), context=torch.randn(2, 3, 16))
     with pytest.raises(ValueError, match="same last dim"):
         scaled_dot_product_attention(torch.randn(1, 2, 3), torch.randn(1, 2, 4), torch.randn(1, 2, 4))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_fused_qkv_matches_torch_multihead_attention(causal):
+    """One q/k/v projection (GPT-2's layout) is torch's in_proj: rows [q | k | v]."""
+    mha = MultiHeadAttention(24, 3, fused_qkv=True)
+    _randomise(mha)
+    assert not hasattr(mha, "q_proj") and mha.qkv_proj.weight.shape == (72, 24)
+    ref = nn.MultiheadAttention(24, 3, batch_first=True).eval()
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(mha.qkv_proj.weight)
+        ref.in_proj_bias.copy_(mha.qkv_proj.bias)
+        ref.out_proj.weight.copy_(mha.out_proj.weight)
+        ref.out_proj.bias.copy_(mha.out_proj.bias)
+    x = torch.randn(2, 6, 24)
+    theirs, _ = ref(x, x, x, attn_mask=~causal_mask(6) if causal else None, need_weights=False)
+    torch.testing.assert_close(mha(x, causal=causal), theirs, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("use_sdpa", [True, False])
+def test_kv_cache_gives_the_same_outputs_as_the_full_sequence(use_sdpa):
+    from course_lib.kv_cache import KVCache
+
+    mha = MultiHeadAttention(16, 2, fused_qkv=True, use_sdpa=use_sdpa)
+    _randomise(mha)
+    x = torch.randn(2, 10, 16)
+    full = mha(x, causal=True)
+    cache = KVCache(n_layers=2, batch_size=2, n_heads=2, max_len=12, head_dim=8)
+    outs = []
+    for chunk in (x[:, :5], x[:, 5:6], x[:, 6:7], x[:, 7:]):  # prompt, single tokens, a few at once
+        outs.append(mha(chunk, causal=True, cache=cache, layer=1))
+        cache.advance(chunk.shape[1])
+    torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-5, rtol=1e-5)
+    assert cache.length == 10 and cache.k[0].abs().sum() == 0  # only layer 1 was written
+
+
+def test_fused_and_cached_attention_refuse_cross_attention():
+    from course_lib.kv_cache import KVCache
+
+    with pytest.raises(ValueError, match="fused_qkv=True is for self-attention"):
+        MultiHeadAttention(16, 2, kv_dim=8, fused_qkv=True)
+    x = torch.randn(1, 3, 16)
+    with pytest.raises(ValueError, match="cannot be combined with fused_qkv=True"):
+        MultiHeadAttention(16, 2, fused_qkv=True)(x, context=x)
+    with pytest.raises(ValueError, match="cannot be combined with a KV cache"):
+        MultiHeadAttention(16, 2)(x, context=x, cache=KVCache(1, 1, 2, 8, 8))

@@ -97,6 +97,68 @@ def test_diagonal_gaussian():
     assert torch.equal(d.mode(), d.mean)
 
 
+def _rel_err(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def _group_norm_in_half(self, x):
+    """A deliberately wrong GroupNorm: statistics in the input's (half) precision (negative control)."""
+    g = x.view(x.shape[0], self.num_groups, -1)
+    mean = g.mean(-1, keepdim=True)
+    var = ((g - mean) ** 2).mean(-1, keepdim=True)
+    y = ((g - mean) / (var + self.eps).sqrt()).view_as(x)
+    return y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_half_precision_is_as_close_to_fp32_as_diffusers(dtype, monkeypatch):
+    """Same random weights: our bf16/fp16 encoder mean and decoder output are at least as close
+    to fp32 as diffusers' in that dtype.
+
+    Tolerance factor 1.05: the two compute the same operations in the same order, and the
+    ratio of their errors measured 0.99–1.01 over seeds. A GroupNorm whose statistics are
+    computed in half precision (PyTorch's keeps them in fp32) is 1.1–1.3× worse, caught below.
+    """
+    ref = reference(seed=1)
+    ours = from_diffusers(ref).eval()
+    g = torch.Generator().manual_seed(1)
+    x, z = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1, torch.randn(2, 4, 8, 8, generator=g) * 5
+    with torch.no_grad():
+        want_mean, want_image = ref.encode(x).latent_dist.mean, ref.decode(z).sample
+        ref_half, ours_half = ref.to(dtype), ours.to(dtype)
+        xh, zh = x.to(dtype), z.to(dtype)
+        ref_err = (_rel_err(ref_half.encode(xh).latent_dist.mean, want_mean),
+                   _rel_err(ref_half.decode(zh).sample, want_image))
+        our_mean, our_image = ours_half.encode(xh).mean, ours_half.decode(zh)
+        assert our_mean.dtype == our_image.dtype == dtype
+        assert _rel_err(our_mean, want_mean) <= 1.05 * ref_err[0]
+        assert _rel_err(our_image, want_image) <= 1.05 * ref_err[1]
+        monkeypatch.setattr(torch.nn.GroupNorm, "forward", _group_norm_in_half)
+        assert _rel_err(ours_half.encode(xh).mean, want_mean) > 1.05 * ref_err[0]  # the test can fail
+
+
+def test_noise_is_drawn_on_the_generator_device_then_moved():
+    """A seeded CPU generator gives the same sample whatever device or dtype the model runs in."""
+    moments = torch.randn(2, 8, 3, 3)
+    d32, d64 = DiagonalGaussian(moments), DiagonalGaussian(moments.double())
+    a = d32.sample(torch.Generator().manual_seed(5))
+    b = d64.sample(torch.Generator().manual_seed(5))
+    assert b.dtype == torch.float64
+    torch.testing.assert_close(a.double(), b, atol=1e-6, rtol=1e-6)
+    on_meta = DiagonalGaussian(moments.to("meta")).sample(torch.Generator().manual_seed(5))  # CPU generator
+    assert on_meta.device.type == "meta" and on_meta.shape == (2, 4, 3, 3)
+    vae = ConvVAE(image_size=8, channels=(8, 16))
+    s32 = vae.sample(3, torch.Generator().manual_seed(1))
+    s64 = vae.double().sample(3, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(s32.double(), s64, atol=1e-5, rtol=1e-5)
+    mu, logvar = torch.zeros(4, 2), torch.zeros(4, 2)
+    torch.testing.assert_close(ConvVAE.reparameterize(mu.to("meta"), logvar.to("meta"),
+                                                      torch.Generator().manual_seed(0)).shape, mu.shape)
+    if torch.cuda.is_available():  # the real cross-device case
+        on_gpu = DiagonalGaussian(moments.cuda()).sample(torch.Generator().manual_seed(5))
+        torch.testing.assert_close(on_gpu.cpu(), a)
+
+
 def test_bad_inputs():
     model = Autoencoder(AutoencoderConfig.small(block_out_channels=(32, 32, 32, 32)))
     with pytest.raises(ValueError, match=r"image side 20x24 is not divisible by 8"):
@@ -137,6 +199,23 @@ def test_training_reduces_the_loss():
     vae = ConvVAE(image_size=8, channels=(8, 16))
     hist = train_autoencoder(vae, x, epochs=3, beta=1.0, batch_size=16, progress=False)
     assert len(hist["kl"]) == 3
+
+
+def test_train_autoencoder_is_seeded_and_leaves_the_global_rng_alone():
+    from course_lib.data import load_digits_tensor
+
+    x = load_digits_tensor(8)[0][:64]
+    torch.manual_seed(11)
+    untouched = torch.randn(3)
+    runs = []
+    for dtype in (torch.float32, torch.float64):  # the same draws, whatever the model's dtype
+        torch.manual_seed(0)
+        vae = ConvVAE(image_size=8, channels=(8, 16)).to(dtype)
+        torch.manual_seed(11)
+        runs.append(train_autoencoder(vae, x.to(dtype), epochs=2, beta=1.0, batch_size=16, progress=False))
+        assert torch.equal(torch.randn(3), untouched)
+    for key in ("loss", "recon", "kl"):
+        assert runs[0][key] == pytest.approx(runs[1][key], rel=1e-3)
 
 
 def test_teaching_models_bad_inputs():

@@ -7,8 +7,9 @@ transformers = pytest.importorskip("transformers")
 
 from course_lib.clip import (  # noqa: E402
     CLIPTextConfig, CLIPTextEncoder, WordTokenizer, from_hf, hf_key, load_hf_state_dict, quick_gelu,
-    shapes_tokenizer,
 )
+from course_lib.params import count_parameters  # noqa: E402
+from course_lib.zoo.shapes import shapes_tokenizer  # noqa: E402
 
 
 def _hf_tiny(act: str):
@@ -62,7 +63,7 @@ def test_full_size_vit_l14_text_tower():
         ours = CLIPTextEncoder(CLIPTextConfig())
         hf = transformers.CLIPTextModel(transformers.CLIPTextConfig(
             hidden_size=768, intermediate_size=3072, num_attention_heads=12, projection_dim=768))
-    assert ours.n_params() == 123_060_480
+    assert count_parameters(ours).total == 123_060_480
     assert sum(p.numel() for p in hf.parameters()) == 123_060_480
     theirs = {k: tuple(v.shape) for k, v in hf.state_dict().items() if not k.endswith("position_ids")}
     mapped = {hf_key(k): tuple(v.shape) for k, v in ours.state_dict().items()}
@@ -73,12 +74,15 @@ def test_full_size_vit_l14_text_tower():
 def test_state_dict_mismatch_is_reported():
     hf = _hf_tiny("quick_gelu")
     sd = dict(hf.state_dict())
-    sd.pop("final_layer_norm.bias")
-    with pytest.raises(KeyError, match="final_layer_norm.bias"):
+    sd.pop("final_layer_norm.bias")  # transformers' name for our final_ln.bias
+    with pytest.raises(KeyError, match=r"missing keys \[final_ln.bias\]"):
         load_hf_state_dict(CLIPTextEncoder(CLIPTextConfig(99, 32, 2, 4, 16, 37)), sd)
     sd = {"text_model." + k: v for k, v in hf.state_dict().items()}  # old-style prefix accepted
     sd["text_model.embeddings.token_embedding.weight"] = torch.zeros(98, 32)
-    with pytest.raises(ValueError, match="token_embedding"):
+    with pytest.raises(ValueError, match=r"token_embedding.weight: checkpoint \(98, 32\) vs model \(99, 32\)"):
+        load_hf_state_dict(CLIPTextEncoder(CLIPTextConfig(99, 32, 2, 4, 16, 37)), sd)
+    sd = dict(hf.state_dict(), extra=torch.zeros(1))  # a key we do not know keeps its own name
+    with pytest.raises(KeyError, match=r"unexpected keys \[extra\]"):
         load_hf_state_dict(CLIPTextEncoder(CLIPTextConfig(99, 32, 2, 4, 16, 37)), sd)
 
 
@@ -133,3 +137,14 @@ def test_real_clip_tokenizer_from_a_local_folder(tmp_path):
     tok = load_clip_tokenizer(str(tmp_path))
     assert tok.convert_ids_to_tokens(tok("a red")["input_ids"]) == \
         ["<|startoftext|>", "a</w>", "red</w>", "<|endoftext|>"]
+
+
+def test_low_level_modules_import_no_zoo_and_no_datasets():
+    """Layering runs one way: the zoo depends on clip/tokenizer/gpt2, never the reverse."""
+    import subprocess
+    import sys
+
+    code = ("import sys, course_lib.clip, course_lib.tokenizer, course_lib.gpt2, course_lib.transformer; "
+            "print(sorted(m for m in sys.modules if m.startswith(('course_lib.zoo', 'course_lib.data'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -72,3 +72,35 @@ def test_bad_arguments():
         render_shape("pink", "circle", 8, 8, 4)
     with pytest.raises(ValueError, match="unknown shape kind"):
         render_shape("red", "star", 8, 8, 4)
+
+
+def test_position_labels_follow_the_caption_rule():
+    from course_lib.data import SHAPE_POSITIONS, position_phrase
+
+    _, caps, lab = make_shapes(300, seed=8, return_labels=True)
+    said = 0
+    for cap, p, (cx, cy) in zip(caps, lab["position"], lab["center"].tolist()):
+        assert SHAPE_POSITIONS[p] == position_phrase(cx, cy, 32)
+        if any(phrase in cap for phrase in SHAPE_POSITIONS):
+            said += 1
+            assert cap.endswith(SHAPE_POSITIONS[p])
+    assert 0 < said < 300 and set(lab["position"].tolist()) == set(range(len(SHAPE_POSITIONS)))
+    assert position_phrase(16, 16, 32) == "in the middle" and position_phrase(4, 18, 32) == "on the left"
+    assert position_phrase(20, 28, 32) == "at the bottom" and position_phrase(16, 5, 32) == "at the top"
+
+
+def test_area_and_outline_describe_what_is_drawn():
+    from course_lib.data import shape_area, shape_outline
+
+    for kind, corners in (("circle", 96), ("square", 4), ("triangle", 3)):
+        _, cover = render_shape("green", kind, 15.3, 16.7, 7.0)
+        assert abs(cover.sum().item() - shape_area(kind, 7.0)) < 0.03 * shape_area(kind, 7.0)  # 4×4 sub-pixels
+        outline = shape_outline(kind, 15.3, 16.7, 7.0)
+        assert outline.shape == (corners, 2)
+        x, y = outline[:, 0], outline[:, 1]
+        polygon_area = 0.5 * abs((x * (torch.roll(torch.tensor(y), 1).numpy())).sum()
+                                 - (y * (torch.roll(torch.tensor(x), 1).numpy())).sum())
+        assert abs(polygon_area - shape_area(kind, 7.0)) < 0.01 * shape_area(kind, 7.0)
+        assert abs(x.mean() - 15.3) < 1e-9 and abs(y.mean() - 16.7) < 1e-9  # centred on the centroid
+    with pytest.raises(ValueError, match="unknown shape kind"):
+        shape_area("star", 3.0)

@@ -283,3 +283,141 @@ def test_bad_inputs_raise_clear_errors():
         q_sample(torch.zeros(1, 2), 1000, torch.zeros(1, 2), alpha_bar(betas))
     with pytest.raises(ValueError, match="a callback may return None or a tensor"):
         DDIMSampler(betas, 2).sample(lambda x, t: x, torch.zeros(1, 2), callback=lambda info: torch.zeros(3))
+
+
+# ------------------------------------------------------------ scheduler configs
+from course_lib.diffusion import SchedulerConfig, make_sampler, spaced_timesteps  # noqa: E402
+
+SPACINGS = ["leading", "trailing", "linspace"]
+
+
+@pytest.mark.parametrize("n_train", [1000, 37])
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_timesteps_equal_diffusers_for_every_step_count(spacing, n_train):
+    offset = 1 if spacing == "leading" else 0
+    ddim = DDIMScheduler(num_train_timesteps=n_train, timestep_spacing=spacing, steps_offset=offset)
+    ddpm = DDPMScheduler(num_train_timesteps=n_train, timestep_spacing=spacing, steps_offset=offset)
+    artefacts = 0
+    for n in range(1, n_train + (0 if spacing == "leading" else 1)):  # leading + offset 1 can't take all N
+        ddim.set_timesteps(n)
+        ddpm.set_timesteps(n)
+        ours = spaced_timesteps(n_train, n, spacing, offset)
+        assert torch.equal(ddim.timesteps, ddpm.timesteps)
+        if len(ddim.timesteps) == n + 1:  # numpy's arange overshoots: diffusers ends on t = -1
+            assert spacing == "trailing" and int(ddim.timesteps[-1]) == -1
+            ref, artefacts = ddim.timesteps[:-1], artefacts + 1
+        else:
+            ref = ddim.timesteps
+        assert torch.equal(ours, ref), n
+        assert len(ours) == n and bool((ours >= 0).all()) and bool((ours[1:] < ours[:-1]).all())
+    if spacing == "trailing" and n_train == 1000:
+        assert artefacts > 0  # the case above really occurs (e.g. n = 61)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_ddim_from_config_equals_diffusers_step_for_step(spacing, prediction_type):
+    config = SchedulerConfig(prediction_type=prediction_type, timestep_spacing=spacing,
+                             steps_offset=1 if spacing == "leading" else 0, set_alpha_to_one=spacing == "linspace")
+    ref = DDIMScheduler(**config.to_diffusers())
+    ref.set_timesteps(12)
+    ours = DDIMSampler.from_config(config, 12, eta=0.6)
+    assert torch.equal(ours.timesteps, ref.timesteps)
+    x = torch.randn(2, 4, 8, 8)
+    g_ref, g_ours = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    ref_x, our_x = x.clone(), x.clone()
+    for t in ref.timesteps:
+        want = ref.step(wiggly_eps_fn(ref_x, t.expand(2)), t, ref_x, eta=0.6, generator=g_ref)
+        got = ours.step(wiggly_eps_fn(our_x, t.expand(2)), int(t), our_x, generator=g_ours)
+        torch.testing.assert_close(got.x0_pred, want.pred_original_sample, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got.x_prev, want.prev_sample, atol=1e-5, rtol=1e-5)
+        ref_x, our_x = want.prev_sample, got.x_prev
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_ddpm_from_config_equals_diffusers_step_for_step(spacing, prediction_type):
+    config = SchedulerConfig(beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type,
+                             timestep_spacing=spacing, clip_sample=True, clip_sample_range=2.0)
+    ref = DDPMScheduler(**{k: v for k, v in config.to_diffusers().items() if k != "set_alpha_to_one"})
+    ref.set_timesteps(15)
+    ours = DDPMSampler.from_config(config, 15)
+    assert torch.equal(ours.timesteps, ref.timesteps)
+    x = torch.randn(2, 1, 8, 8) * 2
+    g_ref, g_ours = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    ref_x, our_x = x.clone(), x.clone()
+    for t in ref.timesteps:
+        want = ref.step(wiggly_eps_fn(ref_x, t.expand(2)) * 3, t, ref_x, generator=g_ref)  # ×3: clipping acts
+        got = ours.step(wiggly_eps_fn(our_x, t.expand(2)) * 3, int(t), our_x, generator=g_ours)
+        torch.testing.assert_close(got.x0_pred, want.pred_original_sample, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got.x_prev, want.prev_sample, atol=1e-4, rtol=1e-4)
+        ref_x, our_x = want.prev_sample, got.x_prev
+
+
+def test_scheduler_config_reads_diffusers_files():
+    # what SD v1.5 and SD 2.1 ship (their scheduler/scheduler_config.json)
+    sd15 = {"_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", "beta_end": 0.012,
+            "beta_schedule": "scaled_linear", "beta_start": 0.00085, "num_train_timesteps": 1000,
+            "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None,
+            "clip_sample": False}
+    assert SchedulerConfig.from_diffusers(sd15) == SchedulerConfig.sd15() == SchedulerConfig()
+    sd21 = {**sd15, "_class_name": "DDIMScheduler", "prediction_type": "v_prediction"}
+    assert SchedulerConfig.from_diffusers(sd21).prediction_type == "v_prediction"
+    # a full diffusers config round-trips; absent fields mean diffusers' defaults
+    full = dict(DDIMScheduler(timestep_spacing="trailing", prediction_type="v_prediction").config)
+    cfg = SchedulerConfig.from_diffusers(full)
+    assert cfg.timestep_spacing == "trailing" and cfg.prediction_type == "v_prediction"
+    assert SchedulerConfig.from_diffusers({}) == SchedulerConfig.from_diffusers(dict(DDIMScheduler().config))
+    torch.testing.assert_close(SchedulerConfig.from_diffusers({}).betas(), DDIMScheduler().betas)
+    torch.testing.assert_close(SchedulerConfig().betas(), make_betas("scaled_linear", 1000))
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("thresholding", True, "thresholding=True is not supported.*allowed: False"),
+    ("rescale_betas_zero_snr", True, "rescale_betas_zero_snr=True is not supported.*allowed: False"),
+    ("trained_betas", [0.1, 0.2], "trained_betas=.*allowed: None"),
+    ("variance_type", "learned_range", "variance_type='learned_range'.*allowed: 'fixed_small'"),
+    ("prediction_type", "sample", "prediction_type must be one of 'epsilon', 'v_prediction'"),
+    ("timestep_spacing", "karras", "timestep_spacing must be one of 'leading', 'trailing', 'linspace'"),
+    ("beta_schedule", "sigmoid", "beta_schedule must be one of 'linear', 'scaled_linear', 'squaredcos_cap_v2'"),
+    ("use_karras_sigmas", True, "'use_karras_sigmas' is not supported.*known fields: beta_end"),
+])
+def test_scheduler_config_refuses_what_it_does_not_implement(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        SchedulerConfig.from_diffusers({field: value})
+
+
+def test_make_sampler_and_its_errors():
+    cfg = SchedulerConfig(timestep_spacing="trailing")
+    assert isinstance(make_sampler(cfg, "ddim", 10, eta=0.5), DDIMSampler)
+    ddpm = make_sampler(cfg, "ddpm", 10)
+    assert isinstance(ddpm, DDPMSampler) and ddpm.timesteps[0] == 999
+    with pytest.raises(ValueError, match="sampler must be one of 'ddim', 'ddpm'; got 'euler'"):
+        make_sampler(cfg, "euler", 10)
+    with pytest.raises(ValueError, match="eta=0.5 applies to the DDIM sampler only"):
+        make_sampler(cfg, "ddpm", 10, eta=0.5)
+    with pytest.raises(TypeError, match="SchedulerConfig.from_diffusers"):
+        DDIMSampler.from_config({"prediction_type": "epsilon"}, 10)
+
+
+# ------------------------------------------------------------ noise: the generator's device
+def test_sampling_noise_is_the_same_whatever_the_dtype_or_device():
+    """A CPU generator gives the same ancestral noise for float32 and float64 samples, and works
+    for samples on another device (``meta`` here; CUDA when there is one)."""
+    betas = make_betas("linear", 100)
+    sampler = DDPMSampler(betas, n_steps=10)
+    x = torch.randn(2, 1, 4, 4)
+    a = sampler.sample(wiggly_eps_fn, x, generator=torch.Generator().manual_seed(0))
+    b = sampler.sample(wiggly_eps_fn, x.double(), generator=torch.Generator().manual_seed(0))
+    assert b.dtype == torch.float64
+    torch.testing.assert_close(a.double(), b, atol=1e-5, rtol=1e-5)
+    z = sampler.renoise(torch.zeros(2, 3, device="meta"), 10, 50, generator=torch.Generator().manual_seed(0))
+    assert z.device.type == "meta"
+    x0 = torch.randn(4, 3)
+    losses = [diffusion_loss(lambda xt, t: xt.sin(), x0.to(dtype), alpha_bar(betas),
+                             generator=torch.Generator().manual_seed(0)) for dtype in (torch.float32, torch.float64)]
+    assert losses[1].dtype == torch.float64
+    torch.testing.assert_close(losses[0].double(), losses[1], atol=1e-6, rtol=1e-5)  # same t and ε drawn
+    if torch.cuda.is_available():  # the real cross-device case
+        c = sampler.sample(wiggly_eps_fn, x.cuda(), generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(c.cpu(), a, atol=1e-4, rtol=1e-4)

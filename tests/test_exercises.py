@@ -1,5 +1,6 @@
 """course_lib.exercises: right answers pass, wrong answers fail with a reason, bad signatures raise."""
 
+import inspect
 import math
 
 import pytest
@@ -51,7 +52,7 @@ def test_learner_exceptions_are_reported_not_raised(capsys):
         raise NotImplementedError
 
     assert not ex.check_attention(stub)
-    assert "not implemented yet" in capsys.readouterr().out
+    assert "not yet" in capsys.readouterr().out
 
     def buggy(q, k, v, mask=None):
         return q @ v  # fails when T_q != T_k... or D mismatches
@@ -111,3 +112,40 @@ def test_other_checks(capsys):
 
     assert ex.check_split_heads(lambda x, h: x.view(x.shape[0], x.shape[1], h, -1).transpose(1, 2))
     assert not ex.check_split_heads(lambda x, h: x.view(x.shape[0], h, x.shape[1], -1))  # wrong split
+
+
+# ------------------------------------------------------------------ every registered exercise
+
+def _stub_like(fn):
+    """What a notebook hands the learner: the same signature, a body that raises NotImplementedError."""
+    def stub(*args, **kwargs):
+        raise NotImplementedError
+
+    stub.__signature__ = inspect.signature(fn)
+    stub.__name__ = fn.__name__
+    return stub
+
+
+@pytest.mark.parametrize("name", sorted(ex.EXERCISES))
+def test_each_check_says_not_yet_on_the_stub_and_passes_the_solution(name, capsys):
+    exercise = ex.EXERCISES[name]
+    solution = exercise.reference()
+    assert exercise.run(_stub_like(solution)) is False
+    out = capsys.readouterr().out
+    assert "not yet" in out and "Traceback" not in out
+    assert exercise.run(solution) is True
+    assert "✅" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(ex.EXERCISES))
+def test_reveal_prints_the_solution_source(name, capsys):
+    source = ex.reveal(name)
+    assert source.startswith("def ") and source == capsys.readouterr().out.rstrip("\n") + "\n"
+
+
+def test_every_notebook_from_01_has_at_least_two_checked_exercises():
+    by_notebook = {}
+    for e in ex.EXERCISES.values():
+        by_notebook.setdefault(e.notebook, set()).add(e.name)
+    missing = [f"{n:02d}" for n in range(1, 13) if len(by_notebook.get(f"{n:02d}", ())) < 2]
+    assert not missing, f"notebooks with fewer than two checked exercises: {missing}"

@@ -97,3 +97,66 @@ def test_atomic_files_round_trip_and_a_truncated_file_is_named(tmp_path):
     path.write_bytes(path.read_bytes()[:-10])  # truncated, as by a full disk or a killed copy
     with pytest.raises(DamagedFileError, match="w.safetensors"):
         load_tensors(path)
+
+
+def test_cpu_thread_choice_follows_the_idle_cores_and_the_wait_policy():
+    assert dev.choose_cpu_threads(idle=2.0, limit=2) == 2  # an idle 2-core machine: both
+    assert dev.choose_cpu_threads(idle=1.8, limit=2) == 2  # background noise still counts as idle
+    assert dev.choose_cpu_threads(idle=1.6, limit=2) == 1  # a core 40% busy: no thread waits on it
+    assert dev.choose_cpu_threads(idle=0.0, limit=2) == 1  # all busy: one thread, never fewer
+    assert dev.choose_cpu_threads(idle=5.5, limit=16) == 5
+    assert dev.choose_cpu_threads(idle=8.0, limit=4) == 4  # never above the limit
+    assert dev.choose_cpu_threads(idle=0.0, limit=2, passive=True) == 2  # sleeping waiters: all threads
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        dev.choose_cpu_threads(1.0, 0)
+    with pytest.raises(ValueError, match="idle must be >= 0"):
+        dev.choose_cpu_threads(-1.0, 2)
+
+
+def test_passive_wait_is_read_from_the_environment(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    assert not dev.passive_wait()
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    assert dev.passive_wait()
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert not dev.passive_wait()
+    monkeypatch.setenv("GOMP_SPINCOUNT", "0")
+    assert dev.passive_wait()
+
+
+def test_idle_cores_from_proc_stat_ticks(tmp_path):
+    stat = tmp_path / "stat"
+    # cpu0: 30 idle + 10 iowait of 100 ticks; cpu1 the same; cpu2 not ours
+    stat.write_text("cpu  1 2 3 4 5 6 7 8 9 10\n"
+                    "cpu0 40 0 20 30 10 0 0 0 0 0\ncpu1 40 0 20 30 10 0 0 0 0 0\ncpu2 0 0 0 100 0 0 0 0 0 0\n"
+                    "intr 12345\n")
+    before = dev._cpu_ticks({0, 1}, str(stat))
+    assert before == {0: (40, 100), 1: (40, 100)}
+    after = {0: (40 + 50, 200), 1: (40 + 25, 200)}  # then: cpu0 half idle, cpu1 a quarter idle
+    assert dev._idle_between(before, after) == pytest.approx(0.75)
+    with pytest.raises(OSError, match="no per-CPU lines"):
+        dev._cpu_ticks({7}, str(stat))
+
+
+def test_cpu_threads_sets_and_restores_and_auto_keeps_a_lower_setting(monkeypatch):
+    monkeypatch.setattr(dev, "passive_wait", lambda: False)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with dev.cpu_threads(1) as n:
+            assert n == 1 and torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        monkeypatch.setattr(dev, "idle_cores", lambda interval=0.2: 8.0)  # an idle machine
+        monkeypatch.setattr(dev, "usable_cores", lambda: 8)
+        with dev.cpu_threads("auto") as n:
+            assert n == 2  # not above what PyTorch was set to
+        monkeypatch.setattr(dev, "idle_cores", lambda interval=0.2: 0.4)  # everything busy
+        with dev.cpu_threads("auto") as n:
+            assert n == 1 and torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="threads must be >= 1"):
+            with dev.cpu_threads(0):
+                pass
+    finally:
+        torch.set_num_threads(previous)

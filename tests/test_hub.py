@@ -181,8 +181,6 @@ def test_sd1_by_hub_id_matches_diffusers_pipeline(cache):
     _same_latents_as_diffusers(SD1_REPO)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="load_stable_diffusion reads only the beta schedule: v-prediction "
-                                       "(SD 2.x) lands with h1b's scheduler-config support (issue 11)")
 def test_sd2_v_prediction_by_hub_id_matches_diffusers_pipeline(cache):
     config = json.loads((_snapshot(cache, SD2_REPO) / "scheduler" / "scheduler_config.json").read_text())
     assert config["prediction_type"] == "v_prediction"

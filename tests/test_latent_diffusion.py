@@ -8,57 +8,24 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
-from course_lib.latent_diffusion import LatentDiffusion, erase, load_stable_diffusion, repaint_schedule  # noqa: E402
+from course_lib.diffusion import SchedulerConfig  # noqa: E402
+from course_lib.latent_diffusion import (LatentDiffusion, PipelineResult, erase, load_stable_diffusion,  # noqa: E402
+                                         repaint_schedule)
+from tiny_sd import SD1_SCHEDULER, SD1_UNET, SD2_SCHEDULER, SD2_UNET, save_tiny_sd  # noqa: E402
 
 PROMPTS = ["a red circle", "red"]
 
 
-def _tiny_tokenizer(folder):
-    """A byte-pair CLIPTokenizer with a vocabulary of a few pieces, written offline."""
-    vocab = ["!", "a", "c", "d", "e", "i", "l", "r", "a</w>", "c</w>", "d</w>", "e</w>", "l</w>", "r</w>",
-             "i</w>", "re", "red</w>", "ci", "cir", "circ", "le</w>", "circle</w>",
-             "<|startoftext|>", "<|endoftext|>"]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
-    (folder / "merges.txt").write_text("#version: 0.2\nr e\nre d</w>\nc i\nci r\ncir c\nl e</w>\ncirc le</w>\n")
-    return transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
-                                      model_max_length=12), len(vocab)
-
-
-def _randomise(model, scale=0.05, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():  # every parameter, norms included
-            p.add_(torch.randn(p.shape, generator=g) * scale)
-    return model.eval()
+@pytest.fixture(scope="module")
+def sd_folder(tmp_path_factory):
+    """SD 1.x-like: ε-prediction, "leading" timesteps, 1×1-conv projections, fixed head count."""
+    return save_tiny_sd(tmp_path_factory.mktemp("tiny_sd1"), SD1_UNET, SD1_SCHEDULER)
 
 
 @pytest.fixture(scope="module")
-def sd_folder(tmp_path_factory):
-    """A tiny random Stable Diffusion pipeline saved with save_pretrained (diffusers layout)."""
-    root = tmp_path_factory.mktemp("tiny_sd")
-    tokenizer, vocab_size = _tiny_tokenizer(root / "tok_src")
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8)
-    vae = diffusers.AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 32),
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1, norm_num_groups=8)
-    text = transformers.CLIPTextModel(transformers.CLIPTextConfig(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=12, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=1))
-    for i, m in enumerate((unet, vae, text)):
-        _randomise(m, seed=i)
-    scheduler = diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                        clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    pipe = diffusers.StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
-                                             scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                             requires_safety_checker=False)
-    pipe.save_pretrained(root / "sd", safe_serialization=True)
-    return root / "sd"
+def sd2_folder(tmp_path_factory):
+    """SD 2.x-like: v-prediction, "trailing" timesteps, upcast attention, linear projections, GELU text encoder."""
+    return save_tiny_sd(tmp_path_factory.mktemp("tiny_sd2"), SD2_UNET, SD2_SCHEDULER, hidden_act="gelu")
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +60,47 @@ def test_same_latents_as_diffusers_pipeline(sd_folder, ldm):
     torch.testing.assert_close(ldm.decode(ours), ref_img, atol=1e-4, rtol=1e-4)
 
 
+def _diffusers_pipe(folder, sampler):
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(str(folder), safety_checker=None,
+                                                             requires_safety_checker=False)
+    if sampler == "ddpm":
+        pipe.scheduler = diffusers.DDPMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_sd2_like_pipeline_equals_diffusers(sd2_folder, sampler):
+    """v-prediction, trailing spacing, upcast attention, linear projections: the same latents as
+    diffusers' StableDiffusionPipeline with guidance, from the same generator."""
+    ours = load_stable_diffusion(str(sd2_folder), device="cpu")
+    assert ours.scheduler.prediction_type == "v_prediction" and ours.scheduler.timestep_spacing == "trailing"
+    assert ours.unet.config.upcast_attention and ours.unet.config.use_linear_projection
+    pipe = _diffusers_pipe(sd2_folder, sampler)
+    ref = pipe(PROMPTS, num_inference_steps=7, guidance_scale=7.5, eta=0.0,
+               generator=torch.Generator().manual_seed(3), output_type="latent").images
+    got = ours.text_to_image(PROMPTS, guidance_scale=7.5, n_steps=7, eta=0.0, sampler=sampler,
+                             generator=torch.Generator().manual_seed(3), output_type="latent")
+    noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    assert (ref - noise).abs().max() > 0.1  # the pipeline really moved away from the noise
+    torch.testing.assert_close(got, ref, atol=1e-3, rtol=1e-3)
+    # the same weights sampled as if they were ε-prediction models give other latents: the config matters
+    as_eps = LatentDiffusion(ours.autoencoder, ours.unet, ours.text_encoder, ours.tokenizer,
+                             SchedulerConfig(timestep_spacing="trailing"), image_size=16)
+    wrong = as_eps.text_to_image(PROMPTS, guidance_scale=7.5, n_steps=7, sampler=sampler,
+                                 generator=torch.Generator().manual_seed(3), output_type="latent")
+    assert (wrong - ref).abs().max() > 0.1
+
+
+def test_sd1_like_pipeline_with_ddpm_equals_diffusers(sd_folder, ldm):
+    pipe = _diffusers_pipe(sd_folder, "ddpm")
+    ref = pipe(PROMPTS, num_inference_steps=6, guidance_scale=5.0, generator=torch.Generator().manual_seed(4),
+               output_type="latent").images
+    got = ldm.text_to_image(PROMPTS, guidance_scale=5.0, n_steps=6, sampler="ddpm",
+                            generator=torch.Generator().manual_seed(4), output_type="latent")
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+
+
 def test_img2img_matches_diffusers(sd_folder, ldm):
     """SDEdit: same encoder mean, same noising to the strength's timestep, same denoising."""
     pipe = diffusers.StableDiffusionImg2ImgPipeline.from_pretrained(str(sd_folder), safety_checker=None,
@@ -112,8 +120,9 @@ def test_img2img_matches_diffusers(sd_folder, ldm):
 
 def test_cross_attention_maps_per_token(ldm):
     g = torch.Generator().manual_seed(0)
-    ldm.text_to_image(["a red circle"], guidance_scale=3.0, n_steps=3, generator=g, record_attention=True)
-    att = ldm.attention
+    result = ldm.text_to_image(["a red circle"], guidance_scale=3.0, n_steps=3, generator=g, record_attention=True)
+    assert result.images.shape == (1, 3, 16, 16) and result.trajectory is None
+    att = result.attention
     assert att.maps.shape == (1, 12, 8, 8)
     toks = [t for t, _ in att.for_prompt(0)]
     assert toks == ["a</w>", "red</w>", "circle</w>"]
@@ -128,9 +137,10 @@ def test_image_to_image_and_inpaint_run(ldm):
     mask = torch.zeros(16, 16)
     mask[4:10, 4:10] = 1
     for method in ("blend", "repaint"):
-        z, traj = ldm.inpaint(image, mask, "a red circle", method=method, n_steps=4, jump_length=2,
-                              jump_n_sample=2, generator=torch.Generator().manual_seed(0),
-                              output_type="latent", return_trajectory=True)
+        result = ldm.inpaint(image, mask, "a red circle", method=method, n_steps=4, jump_length=2,
+                             jump_n_sample=2, generator=torch.Generator().manual_seed(0),
+                             output_type="latent", return_trajectory=True)
+        z, traj = result.images, result.trajectory
         keep = ldm.latent_mask(mask, image) == 0  # [B, 1, 8, 8]
         assert keep.sum() == 2 * (64 - 9)  # pixels 4..9 cover latent cells 2..4 at least half
         known = ldm.encode(erase(image, mask.expand(2, 1, 16, 16)))
@@ -204,3 +214,112 @@ def test_loading_errors(tmp_path, ldm):
         load_stable_diffusion(str(tmp_path), device="cpu")
     with pytest.raises(FileNotFoundError, match="'nobody/no-such-model' is not a local folder and not in the Hugging"):
         load_stable_diffusion("nobody/no-such-model", device="cpu")  # HF_HUB_OFFLINE=1 and not cached
+
+
+# ------------------------------------------------------------ the pipeline contract
+def _snapshot(obj) -> dict:
+    return {k: (id(v), v if isinstance(v, (int, float, str, bool, type(None))) else None) for k, v in vars(obj).items()}
+
+
+def test_calls_store_nothing_on_the_object(ldm):
+    before = _snapshot(ldm)
+    image, mask = torch.rand(1, 3, 16, 16) * 2 - 1, torch.zeros(16, 16)
+    mask[4:12, 4:12] = 1
+    ldm.text_to_image("red", n_steps=2, record_attention=True, return_trajectory=True)
+    ldm.image_to_image(image, "red", strength=0.5, n_steps=2, record_attention=True)
+    ldm.inpaint(image, mask, "red", method="repaint", n_steps=2, jump_length=1, jump_n_sample=2,
+                return_trajectory=True)
+    assert _snapshot(ldm) == before
+    assert not any(m.record_weights for m in ldm.unet.cross_attention_layers().values())
+
+
+def test_a_call_inside_another_calls_callback_changes_nothing(ldm):
+    def run(callback=None):
+        return ldm.text_to_image(PROMPTS, guidance_scale=3.0, n_steps=4, generator=torch.Generator().manual_seed(7),
+                                 callback=callback, output_type="latent", record_attention=True)
+
+    alone = run()
+    inner = []
+
+    def nested(info):  # another pipeline call (recording nothing) in the middle of the outer one
+        inner.append(ldm.image_to_image(torch.zeros(1, 3, 16, 16), "a circle", strength=0.5, n_steps=2,
+                                        generator=torch.Generator().manual_seed(info.i)))
+
+    outer = run(nested)
+    assert len(inner) == 4
+    torch.testing.assert_close(outer.images, alone.images, atol=0, rtol=0)
+    torch.testing.assert_close(outer.attention.maps, alone.attention.maps, atol=0, rtol=0)
+
+
+def test_plain_calls_return_images_and_asked_for_extras_a_result(ldm):
+    g = torch.Generator
+    plain = ldm.text_to_image("red", n_steps=3, generator=g().manual_seed(0))
+    assert isinstance(plain, torch.Tensor) and plain.shape == (1, 3, 16, 16)
+    full = ldm.text_to_image("red", n_steps=3, generator=g().manual_seed(0), return_trajectory=True)
+    assert isinstance(full, PipelineResult) and full.attention is None
+    assert full.trajectory.x_t.shape == (3, 1, 4, 8, 8)
+    torch.testing.assert_close(full.images, plain, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("call,kwargs,message", [
+    ("text_to_image", dict(output_type="png"), "output_type must be one of 'image', 'latent'"),
+    ("text_to_image", dict(sampler="euler"), "sampler must be one of 'ddim', 'ddpm'"),
+    ("text_to_image", dict(sampler="ddpm", eta=0.5), "eta=0.5 applies to the DDIM sampler only"),
+    ("text_to_image", dict(n_steps=0), r"n_steps must be in \[1, 1000\]"),
+    ("text_to_image", dict(n_steps=2.5), "n_steps must be an int"),
+    ("text_to_image", dict(eta=-1.0), "eta must be >= 0"),
+    ("text_to_image", dict(guidance_scale=-2.0), "guidance_scale must be >= 0"),
+    ("text_to_image", dict(generator=3), "generator must be a torch.Generator"),
+    ("text_to_image", dict(callback=5), "callback must be callable"),
+    ("text_to_image", dict(record_attention="yes"), "record_attention must be a bool"),
+    ("text_to_image", dict(latents=torch.zeros(1, 4, 4, 4)), r"latents must be \(1, 4, 8, 8\)"),
+    ("text_to_image", dict(height=17), "not divisible by 2"),
+    ("image_to_image", dict(strength=1.5), r"strength must be in \(0, 1\]"),
+    ("image_to_image", dict(strength=0.01, n_steps=10), "leaves no step to run"),
+    ("image_to_image", dict(output_type="pil"), "output_type must be one of"),
+    ("inpaint", dict(method="paint"), "method must be one of 'blend', 'repaint'"),
+    ("inpaint", dict(method="repaint", jump_length=0), "jump_length must be >= 1"),
+    ("inpaint", dict(mask_threshold=0), "threshold must be in"),
+    ("inpaint", dict(output_type="png"), "output_type must be one of"),
+    ("inpaint", dict(sampler="ddpm", eta=1.0), "applies to the DDIM sampler only"),
+])
+def test_every_argument_is_checked_before_sampling(ldm, monkeypatch, call, kwargs, message):
+    calls = []
+    for part in (ldm.unet, ldm.autoencoder, ldm.text_encoder):
+        monkeypatch.setattr(part, "forward", lambda *a, **k: calls.append(1))
+    image, mask = torch.zeros(1, 3, 16, 16), torch.zeros(16, 16)
+    args = {"text_to_image": ("red",), "image_to_image": (image, "red"), "inpaint": (image, mask, "red")}[call]
+    with pytest.raises((ValueError, TypeError), match=message):
+        getattr(ldm, call)(*args, **kwargs)
+    assert calls == []  # nothing was encoded, denoised or decoded
+
+
+def test_to_moves_and_casts_every_component(sd_folder):
+    pipe = load_stable_diffusion(str(sd_folder), device="cpu")
+    ref = pipe.text_to_image("red", n_steps=3, generator=torch.Generator().manual_seed(0), output_type="latent")
+    assert pipe.to(dtype=torch.float64) is pipe
+    for part in (pipe.unet, pipe.autoencoder, pipe.text_encoder):
+        assert all(p.dtype == torch.float64 for p in part.parameters())
+    out = pipe.text_to_image("red", n_steps=3, generator=torch.Generator().manual_seed(0), output_type="latent")
+    assert out.dtype == torch.float32  # latents and sampler maths stay float32
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)  # the same noise, only the precision differs
+    assert pipe.to("cpu", torch.float32).dtype == torch.float32
+    with pytest.raises(TypeError, match="floating-point torch.dtype"):
+        pipe.to(dtype=torch.int8)
+    with pytest.raises(TypeError, match="SchedulerConfig"):
+        LatentDiffusion(pipe.autoencoder, pipe.unet, pipe.text_encoder, pipe.tokenizer, torch.ones(10))
+
+
+def test_unsupported_scheduler_config_is_refused_on_load(tmp_path, sd_folder):
+    import shutil
+
+    folder = tmp_path / "sd"
+    shutil.copytree(sd_folder, folder)
+    path = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, "thresholding": True}))
+    with pytest.raises(ValueError, match="scheduler_config.json.*thresholding=True is not supported"):
+        load_stable_diffusion(str(folder), device="cpu")
+    path.write_text(json.dumps({**config, "prediction_type": "sample"}))
+    with pytest.raises(ValueError, match="prediction_type must be one of 'epsilon', 'v_prediction'"):
+        load_stable_diffusion(str(folder), device="cpu")

@@ -6,9 +6,9 @@ import torch.nn as nn
 from torch.testing import assert_close
 
 from course_lib.lora import LoRAEmbedding, LoRALinear, lora_state_dict, merge_lora
-from course_lib.lora_tools import (count_parameters, inject_lora, load_adapter, lora_modules,
-                                   mark_only_lora_trainable, merge_adapters, save_adapter,
-                                   unmerge_adapters)
+from course_lib.lora_tools import (inject_lora, load_adapter, lora_modules, mark_only_lora_trainable,
+                                   merge_adapters, save_adapter, unmerge_adapters)
+from course_lib.params import count_parameters
 
 peft = pytest.importorskip("peft")
 

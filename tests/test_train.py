@@ -135,3 +135,115 @@ def test_ema_update_moves_towards_the_weights():
         ema_update(ema, params, decay=1.5)
     with pytest.raises(ValueError, match="EMA tensors for"):
         ema_update(ema[:1], params, decay=0.5)
+
+
+def test_cpu_threads_apply_while_training_only(monkeypatch):
+    batches, loss_fn = _regression_task()
+    previous = torch.get_num_threads()
+    seen = []
+    try:
+        torch.set_num_threads(2)
+        train(nn.Linear(4, 1), loss_fn, batches, steps=3, progress=False, cpu_threads=1,
+              callback=lambda step, m, loss: seen.append(torch.get_num_threads()), callback_every=1)
+        assert seen == [1, 1, 1] and torch.get_num_threads() == 2
+        from course_lib import device
+
+        monkeypatch.setattr(device, "idle_cores", lambda interval=0.2: 0.0)  # a busy machine
+        monkeypatch.setattr(device, "passive_wait", lambda: False)  # with spinning OpenMP threads
+        seen.clear()
+        train(nn.Linear(4, 1), loss_fn, batches, steps=2, progress=False,  # cpu_threads="auto", the default
+              callback=lambda step, m, loss: seen.append(torch.get_num_threads()), callback_every=1)
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+        seen.clear()
+        train(nn.Linear(4, 1), loss_fn, batches, steps=2, progress=False, cpu_threads=None,
+              callback=lambda step, m, loss: seen.append(torch.get_num_threads()), callback_every=1)
+        assert seen == [2, 2]  # None: left alone
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _step_batches(batch_size=32, k=1):
+    """Micro-batch ``i`` of a run with ``k`` micro-batches per step: rows of step i // k's batch."""
+    w_true = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+
+    def batches(i):
+        step, j = divmod(i, k)
+        x = torch.randn(batch_size, 4, generator=torch.Generator().manual_seed(step))  # the step's whole batch
+        rows = slice(j * batch_size // k, (j + 1) * batch_size // k)
+        return x[rows], (x @ w_true)[rows]
+
+    return batches
+
+
+def _mse(model, batch):
+    return nn.functional.mse_loss(model(batch[0]), batch[1])
+
+
+def _linear(seed=1):
+    model = nn.Linear(4, 1)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(1, 4, generator=g))
+        model.bias.copy_(torch.randn(1, generator=g))
+    return model
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    whole, accumulated = _linear(), _linear()
+    h1 = train(whole, _mse, _step_batches(k=1), steps=8, lr=0.05, progress=False)
+    h4 = train(accumulated, _mse, _step_batches(k=4), steps=8, lr=0.05, grad_accum_steps=4, progress=False)
+    assert h4["train_loss"] == pytest.approx(h1["train_loss"], rel=1e-5)
+    torch.testing.assert_close(accumulated.weight, whole.weight, atol=1e-6, rtol=1e-5)
+    # and not the same as taking a step per micro-batch of 8
+    small = _linear()
+    train(small, _mse, _step_batches(k=4), steps=8, lr=0.05, progress=False)
+    assert not torch.allclose(small.weight, whole.weight, atol=1e-3)
+
+
+def test_resuming_at_start_step_matches_an_uninterrupted_run():
+    import copy
+
+    full = _linear()
+    saved = {}
+
+    def snapshot(step, model, loss):  # what a checkpoint keeps: weights, optimiser state, step
+        if step == 3:
+            saved.update(model=copy.deepcopy(model), opt=copy.deepcopy(opt.state_dict()), step=step)
+
+    opt = make_optimizer(full, 0.05)
+    h_full = train(full, _mse, _step_batches(), steps=7, lr=0.05, warmup_steps=2, optimizer=opt,
+                   callback=snapshot, callback_every=1, progress=False)
+    resumed = saved["model"]
+    opt2 = make_optimizer(resumed, 0.05)
+    opt2.load_state_dict(saved["opt"])
+    h_rest = train(resumed, _mse, _step_batches(), steps=7, lr=0.05, warmup_steps=2, optimizer=opt2,
+                   start_step=saved["step"], progress=False)
+    assert h_rest["train_loss"] == pytest.approx(h_full["train_loss"][3:], rel=1e-6)
+    assert h_rest["lr"] == pytest.approx(h_full["lr"][3:])
+    torch.testing.assert_close(resumed.weight, full.weight, atol=0, rtol=0)
+
+
+def test_distributed_data_parallel_model_trains_like_the_plain_model(tmp_path):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    plain, wrapped = _linear(), _linear()
+    train(plain, _mse, _step_batches(k=2), steps=5, lr=0.05, grad_accum_steps=2, progress=False)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        ddp = DistributedDataParallel(wrapped)
+        h = train(ddp, _mse, _step_batches(k=2), steps=5, lr=0.05, grad_accum_steps=2, progress=False)
+    finally:
+        dist.destroy_process_group()
+    assert len(h["train_loss"]) == 5
+    torch.testing.assert_close(wrapped.weight, plain.weight, atol=1e-6, rtol=1e-5)
+
+
+def test_accumulation_and_resume_arguments_are_checked():
+    model = nn.Linear(4, 1)
+    with pytest.raises(ValueError, match="grad_accum_steps must be >= 1"):
+        train(model, _mse, _step_batches(), steps=2, grad_accum_steps=0)
+    with pytest.raises(ValueError, match=r"start_step must be in \[0, 1\]"):
+        train(model, _mse, _step_batches(), steps=2, start_step=2)
+    with pytest.raises(ValueError, match="ema_decay"):
+        train(model, _mse, _step_batches(), steps=2, start_step=1, ema_decay=0.9)

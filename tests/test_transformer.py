@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from course_lib.attention import causal_mask
+from course_lib.params import count_parameters
 from course_lib.transformer import (FeedForward, LearnedPositionalEncoding, SinusoidalPositionalEncoding,
-                                    TinyDecoder, TransformerBlock, sinusoidal_encoding)
+                                    TinyDecoder, TransformerBlock, quick_gelu, sinusoidal_encoding)
 
 
 def _torch_layer_from(block: TransformerBlock, d: int, h: int, d_hidden: int) -> nn.TransformerEncoderLayer:
@@ -22,7 +23,7 @@ def _torch_layer_from(block: TransformerBlock, d: int, h: int, d_hidden: int) ->
         ref.self_attn.out_proj.bias.copy_(a.out_proj.bias)
         ref.linear1.weight.copy_(block.mlp.fc1.weight), ref.linear1.bias.copy_(block.mlp.fc1.bias)
         ref.linear2.weight.copy_(block.mlp.fc2.weight), ref.linear2.bias.copy_(block.mlp.fc2.bias)
-        for ours, theirs in ((block.ln1, ref.norm1), (block.ln2, ref.norm2)):
+        for ours, theirs in ((block.ln_1, ref.norm1), (block.ln_2, ref.norm2)):
             theirs.weight.copy_(ours.weight), theirs.bias.copy_(ours.bias)
     return ref
 
@@ -49,6 +50,64 @@ def test_feed_forward_is_gelu_mlp():
     x = torch.randn(3, 4, 8)
     expected = ff.fc2(torch.nn.functional.gelu(ff.fc1(x)))
     torch.testing.assert_close(ff(x), expected)
+
+
+@pytest.mark.parametrize("activation,formula", [
+    ("gelu", lambda u: 0.5 * u * (1 + torch.erf(u / math.sqrt(2)))),
+    ("gelu_tanh", lambda u: 0.5 * u * (1 + torch.tanh(math.sqrt(2 / math.pi) * (u + 0.044715 * u ** 3)))),
+    ("quick_gelu", lambda u: u * torch.sigmoid(1.702 * u)),
+])
+def test_feed_forward_activations_follow_their_formulas(activation, formula):
+    ff = FeedForward(6, 10, activation=activation)
+    x = 3 * torch.randn(2, 5, 6)
+    torch.testing.assert_close(ff(x), ff.fc2(formula(ff.fc1(x))))
+    with pytest.raises(ValueError, match="activation must be one of 'gelu', 'gelu_tanh', 'quick_gelu'"):
+        FeedForward(6, activation="relu")
+
+
+def test_quick_gelu_rounds_once_in_half_precision():
+    """In float16/bfloat16 the result is the exact value rounded once: closer to the truth
+    than the formula evaluated step by step in half precision (three roundings)."""
+    x = torch.linspace(-6, 6, 1001)
+    for dtype in (torch.float16, torch.bfloat16):
+        xh = x.to(dtype)
+        truth = xh.double() * torch.sigmoid(1.702 * xh.double())
+        got = quick_gelu(xh)
+        assert got.dtype == dtype
+        assert torch.equal(got, truth.to(dtype))  # correctly rounded for every input here
+        stepwise = xh * torch.sigmoid(1.702 * xh)
+        assert (got.double() - truth).abs().mean() < (stepwise.double() - truth).abs().mean()
+
+
+def test_fused_qkv_block_equals_separate_projections():
+    """A block with one q/k/v projection (GPT-2's layout) computes what three projections compute."""
+    sep = TransformerBlock(16, 4, causal=True, activation="gelu_tanh").eval()
+    with torch.no_grad():
+        for p in sep.parameters():
+            p.normal_(0, 0.3)
+    fused = TransformerBlock(16, 4, causal=True, activation="gelu_tanh", fused_qkv=True).eval()
+    state = {k: v for k, v in sep.state_dict().items() if not k.startswith(("attn.q_", "attn.k_", "attn.v_"))}
+    a = sep.attn
+    state["attn.qkv_proj.weight"] = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])
+    state["attn.qkv_proj.bias"] = torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias])
+    fused.load_state_dict(state, strict=True)
+    x = torch.randn(2, 7, 16)
+    torch.testing.assert_close(fused(x), sep(x), atol=1e-6, rtol=1e-5)
+
+
+def test_block_with_a_kv_cache_equals_the_full_sequence():
+    from course_lib.kv_cache import KVCache
+
+    block = TransformerBlock(16, 2, causal=True, fused_qkv=True).eval()
+    x = torch.randn(2, 9, 16)
+    cache = KVCache(1, 2, 2, 16, 8)
+    with torch.no_grad():
+        full = block(x)
+        parts = []
+        for chunk in (x[:, :4], x[:, 4:5], x[:, 5:]):  # a prompt, one token, several tokens
+            parts.append(block(chunk, cache=cache, layer=0))
+            cache.advance(chunk.shape[1])
+    torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
 
 
 def test_sinusoidal_table_follows_the_paper():
@@ -89,7 +148,7 @@ def test_tiny_decoder_shapes_and_parameter_count():
     assert model(ids).shape == (3, 10, 13)
     d, v, t, f = 32, 13, 16, 128
     block = 2 * 2 * d + (4 * d * d + 4 * d) + (d * f + f + f * d + d)  # 2 LNs, attention, MLP
-    assert model.num_params() == v * d + t * d + 2 * block + 2 * d + d * v
+    assert count_parameters(model).total == v * d + t * d + 2 * block + 2 * d + d * v
 
 
 @pytest.mark.parametrize("positional", ["learned", "sinusoidal"])

@@ -7,8 +7,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from course_lib.diffusers_io import load_strict
-from course_lib.unet import (UNetConfig, UNetModel, config_from_diffusers, count_parameters,
-                             diffusers_config, from_diffusers, load_unet_folder)
+from course_lib.params import count_parameters
+from course_lib.unet import (UNetConfig, UNetModel, config_from_diffusers, diffusers_config, from_diffusers,
+                             load_unet_folder)
 from course_lib.unet_blocks import timestep_embedding
 from randomise import randomise
 
@@ -67,14 +68,14 @@ def test_full_size_matches_diffusers_key_for_key(cfg):
     with torch.device("meta"):
         ref = diffusers.UNet2DConditionModel(**diffusers_config(cfg))
         ours = from_diffusers(ref)  # strict: every key and shape must match
-    assert count_parameters(ours) == count_parameters(ref)
+    assert count_parameters(ours).total == count_parameters(ref).total
     assert len(ours.state_dict()) == len(ref.state_dict())
 
 
 def test_sd15_parameter_count():
     with torch.device("meta"):
         model = UNetModel(UNetConfig.sd15())
-    assert count_parameters(model) == 859_520_964
+    assert count_parameters(model).total == 859_520_964
 
 
 def test_sd15_config_from_diffusers_defaults():
@@ -186,3 +187,113 @@ def test_small_unet_trains_one_step():
     loss = (model(x, torch.randint(0, 1000, (4,)), cond) - x).pow(2).mean()
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+# ------------------------------------------------------------ half precision
+HALF = [torch.bfloat16, torch.float16]
+
+
+def rel_err(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def half_angle_time_embedding(dtype):
+    """A deliberately wrong time embedding whose angles t·ω are computed in ``dtype`` (the negative control)."""
+
+    def embed(t, dim, flip_sin_to_cos=True, freq_shift=0.0, max_period=10000.0):
+        half = dim // 2
+        freqs = torch.exp(-torch.log(torch.tensor(max_period)) * torch.arange(half) / (half - freq_shift))
+        angles = t.to(dtype)[:, None] * freqs.to(dtype)[None]
+        emb = torch.cat([angles.cos(), angles.sin()] if flip_sin_to_cos else [angles.sin(), angles.cos()], -1)
+        return emb.float()
+
+    return embed
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["bf16", "fp16"])
+@pytest.mark.parametrize("cfg", [SD1_SMALL, SD2_SMALL], ids=["sd1", "sd2"])
+def test_half_precision_is_as_close_to_fp32_as_diffusers(cfg, dtype, monkeypatch):
+    """Same random weights: our bf16/fp16 ε is at least as close to the fp32 ε as diffusers' in that dtype.
+
+    Tolerance factor 1.25: the two models round in a different order (1×1 conv vs linear,
+    attention shapes), and over seeds the ratio of their half-precision errors measured
+    0.89–1.09. A time embedding whose angles are computed in half precision (diffusers
+    keeps them in fp32) is 1.6–7× worse, and is caught below.
+    """
+    ref = reference(cfg, seed=1)
+    ours = from_diffusers(ref).eval()
+    g = torch.Generator().manual_seed(2)
+    x, cond = torch.randn(4, 4, 16, 16, generator=g), torch.randn(4, 7, cfg.cross_attention_dim, generator=g)
+    t = torch.tensor([999, 981, 500, 3])
+    with torch.no_grad():
+        want = ref(x, t, cond).sample
+        ref_half, ours_half = ref.to(dtype), ours.to(dtype)
+        err_ref = rel_err(ref_half(x.to(dtype), t, cond.to(dtype)).sample, want)
+        err_ours = rel_err(ours_half(x.to(dtype), t, cond.to(dtype)), want)
+        assert ours_half(x.to(dtype), t, cond.to(dtype)).dtype == dtype
+        assert 0 < err_ours <= 1.25 * err_ref, (err_ours, err_ref)
+        monkeypatch.setattr("course_lib.unet.timestep_embedding", half_angle_time_embedding(dtype))
+        assert rel_err(ours_half(x.to(dtype), t, cond.to(dtype)), want) > 1.25 * err_ref  # the test can fail
+
+
+def test_upcast_attention_reaches_every_attention_layer():
+    from course_lib.attention import MultiHeadAttention
+
+    for cfg, upcast in ((SD1_SMALL, False), (SD2_SMALL, True)):
+        layers = [m for m in UNetModel(cfg).modules() if isinstance(m, MultiHeadAttention)]
+        assert layers and all(m.upcast is upcast for m in layers)
+
+
+def test_upcast_attention_computes_attention_in_float32(monkeypatch):
+    """``upcast_attention`` (SD 2.x) changes the forward: scores, softmax and the weighted sum
+    run in float32 in a half-precision UNet.
+
+    Structurally: the fused kernel receives float32 queries, keys and values with the upcast
+    and half-precision ones without. Numerically: in bfloat16 (8-bit mantissa), with sharp
+    attention (queries and keys of the mid block x8), the upcast output is closer to the
+    float32 model's than the output of the same half model without it.
+    (The written-out path, used for attention maps, computes in float32 anyway.)
+    """
+    import torch.nn.functional as F
+
+    model = randomise(UNetModel(SD2_SMALL), seed=0).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith("mid_block") and name.endswith(("attn1.q_proj.weight", "attn1.k_proj.weight")):
+                p.mul_(8)
+    g = torch.Generator().manual_seed(0)
+    x, cond, t = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 7, 40, generator=g), torch.tensor([999, 10])
+    seen = []
+    real_sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, *args, **kwargs):
+        seen.append(q.dtype)
+        return real_sdpa(q, k, v, *args, **kwargs)
+
+    def run(upcast: bool):
+        for m in half.modules():
+            if hasattr(m, "upcast"):
+                m.upcast = upcast
+        seen.clear()
+        out = half(x.bfloat16(), t, cond.bfloat16())
+        return out, set(seen)
+
+    with torch.no_grad():
+        want = model(x, t, cond)
+        half = model.to(torch.bfloat16)
+        monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+        with_upcast, dtypes_up = run(True)
+        without, dtypes_plain = run(False)
+    assert dtypes_up == {torch.float32} and dtypes_plain == {torch.bfloat16}
+    assert rel_err(with_upcast, want) < rel_err(without, want)
+
+
+def test_build_and_load_keeps_the_dtype_without_a_device():
+    from course_lib.diffusers_io import build_and_load
+
+    state = UNetModel(SD1_SMALL).state_dict()
+    model = build_and_load(UNetModel, SD1_SMALL, state, [], dtype=torch.float16)
+    assert all(p.dtype == torch.float16 and p.device.type == "cpu" for p in model.parameters())
+    assert all(p.dtype == torch.float32 for p in build_and_load(UNetModel, SD1_SMALL, state, []).parameters())
+    half = from_diffusers(reference(SD1_SMALL).to(torch.bfloat16))  # the loaders pass the model's dtype on
+    assert all(p.dtype == torch.bfloat16 for p in half.parameters())

@@ -56,8 +56,62 @@ def test_bad_inputs(zoo_cache):
         model.sample(torch.tensor([0.5]))
     with pytest.raises(ValueError, match="n_steps must be in"):
         model.sample([1], n_steps=0)
-    with pytest.raises(ValueError, match="unknown config fields"):
+    with pytest.raises(ValueError, match="unknown digits-ddpm option.*stepz.*allowed: image_size"):
         load("digits-ddpm", progress=False, stepz=3)
+    with pytest.raises(TypeError, match="digits-ddpm option steps must be of type int"):
+        load("digits-ddpm", progress=False, steps=2.5)
+
+
+def test_global_rng_is_the_same_after_a_cold_or_a_warm_load(zoo_cache):
+    def draws_after_load():
+        torch.manual_seed(123)
+        load("digits-ddpm", device="cpu", progress=False, **TINY)
+        return torch.randn(5)
+
+    torch.manual_seed(123)
+    untouched = torch.randn(5)
+    cold = draws_after_load()
+    warm = draws_after_load()
+    assert torch.equal(cold, untouched) and torch.equal(warm, untouched)
+
+
+def test_cold_and_warm_loads_give_the_same_model_and_training_is_announced(zoo_cache, capsys):
+    cold = load("digits-ddpm", device="cpu", **TINY)
+    out = capsys.readouterr().out
+    assert "zoo: training digits-ddpm" in out and "2-core CPU" in out and str(zoo_cache) in out
+    warm = load("digits-ddpm", device="cpu", **TINY)
+    assert capsys.readouterr().out == ""  # nothing to announce on a warm cache
+    for (k, a), b in zip(cold.model.state_dict().items(), warm.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert cold.loss_history == warm.loss_history and cold.train_seconds == warm.train_seconds
+
+
+def test_device_is_not_part_of_the_cache_key(zoo_cache, monkeypatch):
+    trained = load("digits-ddpm", device="cpu", progress=False, **TINY)
+    monkeypatch.setattr(digits_ddpm, "train", lambda *a, **k: pytest.fail("must come from the cache"))
+    on_meta = load("digits-ddpm", device="meta", progress=False, **TINY)  # any other device: same file
+    assert on_meta.device.type == "meta"
+    (cached,) = zoo_cache.glob("digits-ddpm-*.safetensors")
+    from course_lib.checkpoint import load_tensors
+
+    tensors, _ = load_tensors(cached)
+    assert all(t.device.type == "cpu" for t in tensors.values())  # weights are cached on the CPU
+    if torch.cuda.is_available():  # the real cross-device case
+        on_gpu = load("digits-ddpm", device="cuda", progress=False, **TINY)
+        for (k, a), b in zip(trained.model.state_dict().items(), on_gpu.model.state_dict().values()):
+            assert torch.equal(a, b.cpu()), k
+
+
+def test_a_truncated_cache_file_names_the_file_and_the_remedy(zoo_cache):
+    from course_lib.checkpoint import DamagedFileError
+
+    load("digits-ddpm", device="cpu", progress=False, **TINY)
+    (cached,) = zoo_cache.glob("digits-ddpm-*.safetensors")
+    cached.write_bytes(cached.read_bytes()[:-100])
+    with pytest.raises(DamagedFileError, match=rf"{cached.name}.*retrain=True"):
+        load("digits-ddpm", device="cpu", progress=False, **TINY)
+    again = load("digits-ddpm", device="cpu", progress=False, retrain=True, **TINY)  # the remedy works
+    assert len(again.loss_history) == TINY["steps"]
 
 
 def test_classifier_judges_real_digits():

@@ -1,56 +1,138 @@
-"""course_lib.zoo.shapes: tiny configs train deterministically, cache atomically, and sample."""
+"""course_lib.zoo.shapes: tiny configs train deterministically, follow the zoo contract, and sample."""
 
 import pytest
 import torch
 
 from course_lib import zoo
-from course_lib.zoo.shapes import ShapesLDM, ShapesLDMConfig, ShapesVAEConfig, load_ldm, load_vae
+from course_lib.checkpoint import DamagedFileError, load_tensors
+from course_lib.data.shapes import SHAPE_COLORS, SHAPE_KINDS, SHAPE_POSITIONS, SHAPE_SIZES
+from course_lib.zoo import shapes
+from course_lib.zoo.shapes import ShapesLDM, load_ldm, load_vae, shapes_tokenizer
 
-VAE = dict(n_images=64, steps=3, batch_size=8, block_out_channels=(8, 8, 16))
+VAE = dict(n_images=64, steps=3, batch_size=8, block_out_channels=(8, 16))
 LDM = dict(vae=VAE, n_images=64, steps=3, batch_size=8, unet_channels=(16, 16), text_width=16, text_layers=1,
            text_heads=2)
 
 
 def test_vae_trains_caches_and_reloads(zoo_cache):
-    a = load_vae(VAE, progress=False)
-    files = list(zoo_cache.glob("shapes-vae-*.safetensors"))
-    assert len(files) == 1
-    assert a.config.downsample_factor == 4 and a.config.scaling_factor > 0
-    b = load_vae(VAE, progress=False)  # from the cache
+    a = load_vae(device="cpu", progress=False, **VAE)
+    (cached,) = zoo_cache.glob("shapes-vae-*.safetensors")
+    assert a.config.scaling_factor > 0 and len(a.history) == VAE["steps"]
+    b = load_vae(device="cpu", progress=False, **VAE)  # from the cache
     for (k, v), (k2, v2) in zip(a.state_dict().items(), b.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
-    assert b.config.scaling_factor == pytest.approx(a.config.scaling_factor)
-    z = b.encode(torch.zeros(2, 3, 32, 32)).mean
-    assert z.shape == (2, 4, 8, 8)
+    assert b.config.scaling_factor == a.config.scaling_factor and b.history == a.history
+    tensors, _ = load_tensors(cached)
+    assert all(t.device.type == "cpu" for t in tensors.values())  # weights are cached on the CPU
+
+
+@pytest.mark.parametrize("channels, side", [((8, 16), 16), ((8, 8, 16), 8)])
+def test_the_latent_side_follows_the_autoencoder_config(zoo_cache, channels, side):
+    vae = load_vae(device="cpu", progress=False, **{**VAE, "block_out_channels": channels})
+    assert vae.config.downsample_factor == 32 // side
+    assert vae.encode(torch.zeros(2, 3, 32, 32)).mean.shape == (2, 4, side, side)
+    ldm = load_ldm(device="cpu", progress=False, **{**LDM, "vae": {**VAE, "block_out_channels": channels}})
+    z = ldm.text_to_image(["a red circle"], n_steps=2, output_type="latent", generator=torch.Generator())
+    assert z.shape == (1, 4, side, side)
 
 
 def test_vae_training_is_deterministic(zoo_cache):
-    a = load_vae(VAE, progress=False)
-    b = load_vae(VAE, progress=False, retrain=True)
+    a = load_vae(device="cpu", progress=False, **VAE)
+    b = load_vae(device="cpu", progress=False, retrain=True, **VAE)
     for v, v2 in zip(a.state_dict().values(), b.state_dict().values()):
-        torch.testing.assert_close(v, v2)
+        torch.testing.assert_close(v, v2, rtol=0, atol=0)
 
 
 def test_ldm_samples_and_reloads(zoo_cache):
-    ldm = zoo.load("shapes-ldm", config=LDM, progress=False)
-    assert isinstance(ldm, ShapesLDM) and len(ldm.history) == 3
-    g = torch.Generator().manual_seed(0)
-    x = ldm.sample(["a red circle", "a blue square on the left"], guidance_scale=5.0, n_steps=3, generator=g)
+    ldm = zoo.load("shapes-ldm", device="cpu", progress=False, **LDM)
+    assert isinstance(ldm, ShapesLDM) and len(ldm.history) == LDM["steps"] and ldm.train_seconds > 0
+    prompts = ["a red circle", "a big blue square on the left"]
+    x = ldm.sample(prompts, guidance_scale=5.0, n_steps=3, generator=torch.Generator().manual_seed(0))
     assert x.shape == (2, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
-    again = load_ldm(LDM, progress=False)  # cached: same weights, same samples
-    y = again.sample(["a red circle", "a blue square on the left"], n_steps=3, generator=torch.Generator().manual_seed(0))
+    again = load_ldm(device="cpu", progress=False, **LDM)  # cached: same weights, same samples
+    y = again.sample(prompts, n_steps=3, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(x, y)
     assert len(list(zoo_cache.glob("shapes-ldm-*.safetensors"))) == 1
 
 
-def test_config_errors(zoo_cache):
+def test_global_rng_is_the_same_after_a_cold_or_a_warm_load(zoo_cache):
+    def draws_after_load():
+        torch.manual_seed(123)
+        load_ldm(device="cpu", progress=False, **LDM)
+        return torch.randn(5)
+
+    torch.manual_seed(123)
+    untouched = torch.randn(5)
+    cold = draws_after_load()
+    warm = draws_after_load()
+    assert torch.equal(cold, untouched) and torch.equal(warm, untouched)
+
+
+def test_training_is_announced_on_a_cold_cache_only(zoo_cache, capsys):
+    load_vae(device="cpu", **VAE)
+    out = capsys.readouterr()
+    assert "zoo: training shapes-vae" in out.out and str(zoo_cache) in out.out
+    load_vae(device="cpu", **VAE)
+    assert capsys.readouterr().out == ""
+
+
+def test_device_is_not_part_of_the_cache_key(zoo_cache, monkeypatch):
+    trained = load_ldm(device="cpu", progress=False, **LDM)
+    monkeypatch.setattr(shapes, "train_ldm", lambda *a, **k: pytest.fail("must come from the cache"))
+    monkeypatch.setattr(shapes, "train_vae", lambda *a, **k: pytest.fail("must come from the cache"))
+    on_meta = load_ldm(device="meta", progress=False, **LDM)  # any other device: the same files
+    assert on_meta.device.type == "meta"
+    if torch.cuda.is_available():  # the real cross-device case
+        on_gpu = load_ldm(device="cuda", progress=False, **LDM)
+        for a, b in zip(trained.unet.state_dict().values(), on_gpu.unet.state_dict().values()):
+            assert torch.equal(a, b.cpu())
+
+
+def test_a_damaged_cache_file_names_the_file_and_the_remedy(zoo_cache):
+    load_ldm(device="cpu", progress=False, **LDM)
+    (cached,) = zoo_cache.glob("shapes-ldm-*.safetensors")
+    cached.write_bytes(cached.read_bytes()[:-100])
+    with pytest.raises(DamagedFileError, match=rf"{cached.name}.*retrain=True"):
+        load_ldm(device="cpu", progress=False, **LDM)
+    again = load_ldm(device="cpu", progress=False, retrain=True, **LDM)  # the remedy works
+    assert len(again.history) == LDM["steps"]
+
+
+def test_options_are_checked(zoo_cache):
+    with pytest.raises(ValueError, match="unknown shapes-vae option.*stepz.*allowed: image_size"):
+        load_vae(progress=False, stepz=3)
+    with pytest.raises(ValueError, match="unknown shapes-ldm.vae option.*bogus"):
+        load_ldm(progress=False, vae=dict(bogus=1))
+    with pytest.raises(TypeError, match="shapes-ldm option steps must be of type int"):
+        load_ldm(progress=False, steps=2.5)
     with pytest.raises(TypeError, match="ShapesVAEConfig"):
         load_vae(config=3)
-    with pytest.raises(TypeError):
-        load_ldm(config=ShapesLDMConfig, progress=False)
-    assert ShapesVAEConfig().autoencoder_config().downsample_factor == 4
-    ldm = load_ldm(LDM, progress=False)
+    ldm = load_ldm(device="cpu", progress=False, **LDM)
     with pytest.raises(ValueError, match="not in the vocabulary"):
         ldm.sample(["a pink circle"], n_steps=2)
     with pytest.raises(ValueError, match="prompt list is empty"):
         ldm.sample([], n_steps=2)
+
+
+def test_shapes_tokenizer_knows_every_caption_word():
+    tok = shapes_tokenizer()
+    words = set(tok.vocab)
+    for phrase in SHAPE_COLORS + SHAPE_KINDS + SHAPE_SIZES + SHAPE_POSITIONS:
+        assert set(phrase.split()) <= words
+    ids = tok(["a big red circle on the left"])
+    assert ids.shape == (1, 10) and tok.decode(ids[0]) == "a big red circle on the left"
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        tok(["a red star"])
+
+
+def test_training_captions_say_each_attribute_alone_and_together():
+    from course_lib.data import make_shapes
+
+    _, _, labels = make_shapes(3, seed=0, return_labels=True)
+    tok = shapes_tokenizer()
+    ids = shapes._caption_variants(labels, tok)  # [3, 4, L]
+    texts = [[tok.decode(v) for v in row] for row in ids]
+    for row, c, k, big, p in zip(texts, labels["color"], labels["kind"], labels["big"], labels["position"]):
+        base = f"{SHAPE_COLORS[c]} {SHAPE_KINDS[k]}"
+        size, where = SHAPE_SIZES[int(big)], SHAPE_POSITIONS[p]
+        assert row == [f"a {base}", f"a {base} {where}", f"a {size} {base}", f"a {size} {base} {where}"]

@@ -72,17 +72,34 @@ def test_cache_key_covers_config_data_and_recipe():
 
 
 def test_bad_options(zoo_cache):
-    with pytest.raises(TypeError, match="unknown tiny-gpt option"):
+    with pytest.raises(ValueError, match="unknown tiny-gpt option.*n_layer.*allowed: domain.*on_sample"):
         zoo.load("tiny-gpt", n_layer=3)
     with pytest.raises(ValueError, match="unknown text domain"):
         zoo.load("tiny-gpt", **{**TINY, "domain": "poetry"})
 
 
 def test_corrupt_cache_is_reported(zoo_cache):
+    from course_lib.checkpoint import DamagedFileError
     from course_lib.zoo.cache import cache_dir, save_tensors
 
     model, _ = zoo.load("tiny-gpt", progress=False, **TINY)
     (weights,) = cache_dir().glob("tiny-gpt-*.safetensors")
-    save_tensors(weights, {"wte.weight": torch.zeros(3, 3)})
-    with pytest.raises(KeyError, match="cached tiny-gpt weights: state dict does not match: missing"):
+    save_tensors(weights, {"wte.weight": torch.zeros(3, 3)})  # a readable file that is not this model
+    with pytest.raises(DamagedFileError, match=rf"missing keys.*{weights.name}.*retrain=True"):
         zoo.load("tiny-gpt", **TINY)
+    (tokenizer,) = cache_dir().glob("tiny-gpt-tokenizer-*.json")
+    tokenizer.write_text(tokenizer.read_text()[:50])  # truncated
+    with pytest.raises(DamagedFileError, match=rf"{tokenizer.name}.*retrain=True"):
+        zoo.load("tiny-gpt", **TINY)
+    again, _ = zoo.load("tiny-gpt", progress=False, retrain=True, **TINY)  # the remedy
+    for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_global_rng_is_the_same_after_a_cold_or_a_warm_load(zoo_cache):
+    torch.manual_seed(7)
+    untouched = torch.randn(4)
+    for _ in ("cold", "warm"):
+        torch.manual_seed(7)
+        zoo.load("tiny-gpt", device="cpu", progress=False, **TINY)
+        assert torch.equal(torch.randn(4), untouched)

@@ -25,7 +25,11 @@ __all__ = [
     "SHAPE_POSITIONS",
     "SHAPE_RGB",
     "SHAPE_BACKGROUND",
+    "SHAPE_RADIUS",
     "make_shapes",
+    "position_phrase",
+    "shape_area",
+    "shape_outline",
     "render_shape",
     "shape_caption",
 ]
@@ -47,34 +51,40 @@ SHAPE_BACKGROUND = (0.12, 0.12, 0.14)
 
 _SUPERSAMPLE = 4  # sub-pixels per pixel side, for smooth (anti-aliased) edges
 # radius as a fraction of the image side, for each size word
-_RADIUS = {"small": (0.16, 0.22), "big": (0.27, 0.34)}
+SHAPE_RADIUS = {"small": (0.16, 0.22), "big": (0.27, 0.34)}
+
+
+def shape_outline(kind: str, cx: float, cy: float, r: float, circle_points: int = 96) -> np.ndarray:
+    """The outline of a shape as a polygon, corners ``[K, 2]`` (x, y) in pixels, clockwise on screen.
+
+    (cx, cy) is the centre (the centroid) and r the "radius": the circle's radius
+    (drawn as a ``circle_points``-gon), the square's half-side times 1/0.85, the
+    circumradius of the triangle (equilateral, pointing up) divided by 1.2.
+    """
+    if kind == "circle":
+        t = 2 * np.pi * np.arange(circle_points) / circle_points
+        return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
+    if kind == "square":
+        h = 0.85 * r
+        return np.array([(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)])
+    if kind == "triangle":
+        R = 1.2 * r
+        return np.array([(cx, cy - R), (cx + R * np.sqrt(3) / 2, cy + R / 2), (cx - R * np.sqrt(3) / 2, cy + R / 2)])
+    raise ValueError(f"unknown shape kind {kind!r}; allowed: {', '.join(SHAPE_KINDS)}")
 
 
 def _shape_coverage(kind: str, cx: float, cy: float, r: float, size: int) -> np.ndarray:
-    """Fraction of each pixel covered by the shape, [size, size] in [0, 1].
-
-    (cx, cy) is the centre in pixels, r the "radius": the circle's radius, the
-    square's half-side times 1/0.85, the triangle's circumradius divided by 1.2.
-    """
+    """Fraction of each pixel covered by the shape, [size, size] in [0, 1] (see ``shape_outline``)."""
     s = _SUPERSAMPLE
     coords = (np.arange(size * s) + 0.5) / s  # sub-pixel centres, in pixels
     y, x = np.meshgrid(coords, coords, indexing="ij")
-    if kind == "circle":
+    if kind == "circle":  # exactly round, not the polygon
         inside = (x - cx) ** 2 + (y - cy) ** 2 <= r**2
-    elif kind == "square":
-        h = 0.85 * r
-        inside = (np.abs(x - cx) <= h) & (np.abs(y - cy) <= h)
-    elif kind == "triangle":  # equilateral, pointing up, centroid at (cx, cy)
-        R = 1.2 * r
-        top = (cx, cy - R)
-        left = (cx - R * np.sqrt(3) / 2, cy + R / 2)
-        right = (cx + R * np.sqrt(3) / 2, cy + R / 2)
+    else:  # a convex polygon: the interior lies on the same side of every edge
+        corners = shape_outline(kind, cx, cy, r)
         inside = np.ones_like(x, dtype=bool)
-        for (ax, ay), (bx, by) in ((top, right), (right, left), (left, top)):
-            # the interior lies on the same side of each edge as the centroid
+        for (ax, ay), (bx, by) in zip(corners, np.roll(corners, -1, axis=0)):
             inside &= (bx - ax) * (y - ay) - (by - ay) * (x - ax) >= 0
-    else:
-        raise ValueError(f"unknown shape kind {kind!r}; allowed: {', '.join(SHAPE_KINDS)}")
     return inside.reshape(size, s, size, s).mean(axis=(1, 3))
 
 
@@ -90,8 +100,26 @@ def render_shape(color: str, kind: str, cx: float, cy: float, r: float, size: in
     return torch.from_numpy(img * 2 - 1).float(), torch.from_numpy(cover[0]).float()
 
 
-def _position_phrase(cx: float, cy: float, size: int) -> str:
-    """Which of SHAPE_POSITIONS describes a centre (cx, cy) best."""
+def shape_area(kind: str, r: float) -> float:
+    """Area (in square pixels) of a shape of "radius" ``r`` drawn by ``render_shape``.
+
+    circle π r²; square (2 · 0.85 r)²; triangle (3√3 / 4) R² with circumradius R = 1.2 r.
+    """
+    if kind == "circle":
+        return float(np.pi * r**2)
+    if kind == "square":
+        return float((1.7 * r) ** 2)
+    if kind == "triangle":
+        return float(3 * np.sqrt(3) / 4 * (1.2 * r) ** 2)
+    raise ValueError(f"unknown shape kind {kind!r}; allowed: {', '.join(SHAPE_KINDS)}")
+
+
+def position_phrase(cx: float, cy: float, size: int) -> str:
+    """Which of SHAPE_POSITIONS describes a centre (cx, cy) (in pixels) best: the captions' rule.
+
+    "in the middle" within 10% of the side from the centre (in x and y); otherwise the
+    side of the picture the centre is nearest to.
+    """
     dx, dy = cx / size - 0.5, cy / size - 0.5
     if max(abs(dx), abs(dy)) < 0.1:
         return "in the middle"
@@ -113,7 +141,8 @@ def make_shapes(n: int, seed: int = 0, size: int = 32, return_labels: bool = Fal
     and with ``return_labels=True`` a third item, a dict of tensors:
 
     * ``color`` [N] (index into SHAPE_COLORS), ``kind`` [N] (index into SHAPE_KINDS),
-      ``big`` [N] bool;
+      ``big`` [N] bool, ``position`` [N] (index into SHAPE_POSITIONS: where the shape is,
+      whether or not the caption says it);
     * ``center`` [N, 2] (x, y) and ``radius`` [N], in pixels;
     * ``mask`` [N, 1, H, W] bool: pixels at least half covered by the shape;
     * ``bbox`` [N, 4] ints (x0, y0, x1, y1), x1/y1 exclusive: the box around every pixel
@@ -133,18 +162,20 @@ def make_shapes(n: int, seed: int = 0, size: int = 32, return_labels: bool = Fal
     kind_idx = rng.integers(len(SHAPE_KINDS), size=n)
     big = rng.random(n) < 0.5
     centers, radii = np.empty((n, 2)), np.empty(n)
+    position_idx = np.empty(n, dtype=np.int64)
     for i in range(n):
-        lo, hi = _RADIUS["big" if big[i] else "small"]
+        lo, hi = SHAPE_RADIUS["big" if big[i] else "small"]
         r = rng.uniform(lo, hi) * size
         margin = 1.2 * r + 1  # keep the whole shape inside the picture
         cx, cy = rng.uniform(margin, size - margin, size=2)
         centers[i], radii[i] = (cx, cy), r
         color, kind = SHAPE_COLORS[color_idx[i]], SHAPE_KINDS[kind_idx[i]]
         images[i], covers[i, 0] = render_shape(color, kind, cx, cy, r, size)
+        position = position_phrase(cx, cy, size)
+        position_idx[i] = SHAPE_POSITIONS.index(position)
         say_size, say_pos = rng.random(2) < 0.5
-        captions.append(shape_caption(color, kind,
-                                      SHAPE_SIZES[int(big[i])] if say_size else None,
-                                      _position_phrase(cx, cy, size) if say_pos else None))
+        captions.append(shape_caption(color, kind, SHAPE_SIZES[int(big[i])] if say_size else None,
+                                      position if say_pos else None))
     if not return_labels:
         return images, captions
     mask = covers >= 0.5  # [N, 1, H, W]
@@ -159,6 +190,7 @@ def make_shapes(n: int, seed: int = 0, size: int = 32, return_labels: bool = Fal
         "color": torch.from_numpy(color_idx).long(),
         "kind": torch.from_numpy(kind_idx).long(),
         "big": torch.from_numpy(big),
+        "position": torch.from_numpy(position_idx),
         "center": torch.from_numpy(centers).float(),
         "radius": torch.from_numpy(radii).float(),
         "mask": mask,

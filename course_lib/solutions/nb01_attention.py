@@ -1,0 +1,34 @@
+"""Solutions to notebook 01's exercises (attention)."""
+
+import math
+
+import torch
+
+
+def my_causal_mask(T):
+    """Bool [T, T]: query i may attend key j when j <= i."""
+    return torch.ones(T, T, dtype=torch.bool).tril()
+
+
+def my_attention(q, k, v, mask=None):
+    """softmax(q kᵀ / √d) v, masked scores set to -inf; returns (output, weights)."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # [B, H, T_q, T_k]
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(-1)
+    return weights @ v, weights
+
+
+def my_split_heads(x, n_heads):
+    """[B, T, C] -> [B, n_heads, T, C // n_heads]: view the channels as heads, then swap T and H."""
+    B, T, C = x.shape
+    return x.view(B, T, n_heads, C // n_heads).transpose(1, 2)
+
+
+def my_sinusoidal(n_positions, d_model):
+    """The [n_positions, d_model] table: column 2i = sin(pos / 10000^(2i/d)), column 2i+1 = cos."""
+    pos = torch.arange(n_positions).float()[:, None]  # [P, 1]
+    angle = pos / 10000 ** (torch.arange(0, d_model, 2).float() / d_model)  # [P, d/2]
+    pe = torch.zeros(n_positions, d_model)
+    pe[:, 0::2], pe[:, 1::2] = angle.sin(), angle.cos()
+    return pe
