@@ -31,7 +31,8 @@ __all__ = ["resolve_repo", "is_cached", "cached_snapshot", "cache_dir", "repo_fi
            "GPT2_FILES", "STABLE_DIFFUSION_FILES", "CLIP_TOKENIZER_FILES"]
 
 # What each kind of repository must hold for the course's loaders (and nothing more is downloaded).
-GPT2_FILES = ["config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer_config.json"]
+GPT2_FILES = ["config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer.json",
+              "tokenizer_config.json"]
 STABLE_DIFFUSION_FILES = [
     "model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json",
     "scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer/*.json",
@@ -117,7 +118,7 @@ def resolve_repo(path_or_repo, allow_patterns: list[str] | None = None) -> Path:
     if folder.is_dir():
         return folder
     if not _is_repo_id(name):
-        raise FileNotFoundError(f"{name!r} is not a folder, nor a hub id ('name' or 'org/name')")
+        raise FileNotFoundError(f"{name!r} is not a local folder, nor a hub id ('name' or 'org/name')")
     snapshot = cached_snapshot(name, allow_patterns)
     if snapshot is not None:
         return snapshot

@@ -66,7 +66,7 @@ def test_a_cache_without_the_weights_does_not_count(tmp_path, hf_cache):
 
 
 def test_missing_path_is_not_taken_for_a_hub_id(cache, tmp_path):
-    with pytest.raises(FileNotFoundError, match="is not a folder, nor a hub id"):
+    with pytest.raises(FileNotFoundError, match="is not a local folder, nor a hub id"):
         hub.resolve_repo(str(tmp_path / "no" / "such" / "folder"))
 
 
