@@ -4,11 +4,14 @@ The course runs in one of two worlds (see the README):
 
 * **offline** (the default, CI, stored outputs): small models of the real
   architectures trained on data that ships with Python and its packages;
-* **pretrained**: real weights from the Hugging Face hub, when it is reachable.
+* **pretrained**: real weights (GPT-2, Stable Diffusion v1.5), when they are in
+  the local Hugging Face cache or the hub is reachable.
 
-`world()` decides which one a notebook is in, and never hangs: with
-``HF_HUB_OFFLINE=1`` it does not touch the network at all, otherwise it tries
-one HTTPS connection with a short timeout.
+``world(needs=["gpt2"])`` decides which one a notebook is in and
+``describe_world(needs)`` says why; ``COURSE_LIB_WORLD=offline|pretrained``
+overrides both. They never hang: the cache is read from disk, and with
+``HF_HUB_OFFLINE=1`` the network is not touched at all, otherwise one TCP
+connection is tried with a short timeout.
 """
 
 from __future__ import annotations
@@ -75,13 +78,71 @@ def hub_reachable(timeout: float = 2.0) -> bool:
         return False
 
 
-def world(timeout: float = 2.0) -> str:
-    """``"pretrained"`` when the hub is reachable, else ``"offline"``."""
-    return "pretrained" if hub_reachable(timeout) else "offline"
+WORLDS = ("offline", "pretrained")
+WORLD_VARIABLE = "COURSE_LIB_WORLD"
 
 
-def check_environment(timeout: float = 2.0, file=None) -> bool:
-    """Print an ``[OK]``/``[FAIL]`` line per package, the device and the world.
+def _needs(needs) -> list[str]:
+    if isinstance(needs, str):
+        return [needs]
+    needs = list(needs)
+    bad = [n for n in needs if not isinstance(n, str)]
+    if bad:
+        raise TypeError(f"needs must be hub ids (str), got {bad!r}")
+    return needs
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def decide_world(needs=(), timeout: float = 2.0) -> tuple[str, str]:
+    """``(world, reason)``: which world a notebook that can use the repos ``needs`` is in, and why.
+
+    In order: ``COURSE_LIB_WORLD=offline|pretrained`` forces it (``make test`` and
+    ``make notebooks`` set ``offline``, so stored outputs never depend on a local
+    cache); ``pretrained`` when every repo in ``needs`` is in the Hugging Face cache
+    (``course_lib.hub.is_cached``, which works offline) or the hub is reachable;
+    else ``offline``. With no ``needs``, only the hub decides.
+    """
+    from .hub import cache_dir, is_cached, repo_files
+
+    needs = _needs(needs)
+    forced = os.environ.get(WORLD_VARIABLE, "").strip()
+    if forced:
+        if forced not in WORLDS:
+            raise ValueError(f"{WORLD_VARIABLE}={forced!r} is not a world; allowed: {', '.join(WORLDS)} "
+                             f"(or unset, to decide from the cache and the hub)")
+        return forced, f"{forced}: forced by {WORLD_VARIABLE}={forced}"
+    missing = [repo for repo in needs if not is_cached(repo, repo_files(repo))]
+    if needs and not missing:
+        return "pretrained", f"pretrained: {_and(needs)} found in the Hugging Face cache at {cache_dir()}"
+    if offline_forced():
+        why = "HF_HUB_OFFLINE=1"
+    elif hub_reachable(timeout):
+        what = f"{_and(missing)} can be downloaded" if missing else "real weights can be downloaded"
+        return "pretrained", f"pretrained: {HUB_HOST} is reachable, {what}"
+    else:
+        why = f"{HUB_HOST} is not reachable within {timeout:g} s"
+    if not needs:
+        return "offline", f"offline: {why} (this notebook needs no pretrained weights)"
+    return "offline", (f"offline: {why} and {_and(missing)} {'is' if len(missing) == 1 else 'are'} "
+                       f"not in the Hugging Face cache at {cache_dir()}")
+
+
+def world(needs=(), timeout: float = 2.0) -> str:
+    """``"pretrained"`` or ``"offline"`` for a notebook that can use the repos ``needs`` (see ``decide_world``)."""
+    return decide_world(needs, timeout)[0]
+
+
+def describe_world(needs=(), timeout: float = 2.0) -> str:
+    """The sentence a notebook prints: the world and why, e.g.
+    ``"offline: HF_HUB_OFFLINE=1 and gpt2 is not in the Hugging Face cache at /root/.cache/huggingface/hub"``."""
+    return decide_world(needs, timeout)[1]
+
+
+def check_environment(timeout: float = 2.0, file=None, needs=()) -> bool:
+    """Print an ``[OK]``/``[FAIL]`` line per package, the device and the world (for the repos ``needs``).
 
     Returns True when every required package imports.
     """
@@ -101,10 +162,5 @@ def check_environment(timeout: float = 2.0, file=None) -> bool:
 
         print(f" ({torch.cuda.get_device_name(device)})", end="", file=out)
     print(file=out)
-    if offline_forced():
-        print("world: offline (HF_HUB_OFFLINE=1: the hub is not contacted)", file=out)
-    elif hub_reachable(timeout):
-        print(f"world: pretrained ({HUB_HOST} reachable: real weights can be downloaded)", file=out)
-    else:
-        print(f"world: offline ({HUB_HOST} not reachable within {timeout:g}s)", file=out)
+    print(f"world: {describe_world(needs, timeout)}", file=out)
     return ok

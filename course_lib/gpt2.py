@@ -322,28 +322,20 @@ def to_hf_state_dict(model: GPTModel) -> dict[str, torch.Tensor]:
 
 
 def from_pretrained(name: str = "gpt2", lora_r: int = 0, device=None):
-    """``(GPTModel, tokenizer)`` with real weights from the Hugging Face hub.
+    """``(GPTModel, tokenizer)`` with real weights: a hub id (``"gpt2"``, ``"gpt2-medium"``) or a folder.
 
-    Offline (``HF_HUB_OFFLINE=1`` or the hub unreachable) nothing is downloaded:
-    a message says so and ``(None, None)`` is returned, so a notebook can go on
-    with the offline model (``course_lib.zoo.load("tiny-gpt")``).
+    The id is resolved like ``transformers`` does (``course_lib.hub.resolve_repo``): from the
+    local Hugging Face cache, offline included, else downloaded when the hub is reachable.
+    Neither: ``FileNotFoundError`` naming the repo and the cache folder searched (a notebook
+    decides its world first, with ``course_lib.env.world(needs=["gpt2"])``).
     """
-    from .env import hub_reachable
-
-    if not hub_reachable():
-        print(f"[offline] not loading {name!r}: the Hugging Face hub is not reachable "
-              "(or HF_HUB_OFFLINE=1). Use course_lib.zoo.load('tiny-gpt') instead.")
-        return None, None
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
-    try:
-        hf = GPT2LMHeadModel.from_pretrained(name)
-        tokenizer = AutoTokenizer.from_pretrained(name)
-    except OSError as exc:  # no such repo, or the download failed
-        print(f"[offline] could not download {name!r} from the hub: {exc}")
-        return None, None
-    model = from_hf(hf, lora_r=lora_r).eval()
-    return (model.to(device) if device is not None else model), tokenizer
+    from .hub import GPT2_FILES, resolve_repo
+
+    folder = resolve_repo(name, GPT2_FILES)
+    model = from_hf(GPT2LMHeadModel.from_pretrained(folder), lora_r=lora_r).eval()
+    return (model.to(device) if device is not None else model), AutoTokenizer.from_pretrained(folder)
 
 
 # ---------------------------------------------------------------- generation

@@ -249,7 +249,10 @@ def _scheduler_config(folder: Path) -> SchedulerConfig:
 
 def load_stable_diffusion(path_or_repo: str = SD15_REPO, device: torch.device | str | None = None,
                           dtype: torch.dtype | None = None) -> LatentDiffusion:
-    """A diffusers-layout Stable Diffusion folder (or hub id, when online) -> ``LatentDiffusion``.
+    """A diffusers-layout Stable Diffusion folder or hub id -> ``LatentDiffusion``.
+
+    A hub id (SD 1.x, SD 2.x, any diffusers-layout repo) is found in the local Hugging Face
+    cache, offline included, or downloaded when the hub is reachable (``course_lib.hub``).
 
     The folder holds ``unet/``, ``vae/``, ``text_encoder/`` (``model.safetensors``),
     ``tokenizer/`` and optionally ``scheduler/``; every component is loaded strictly
@@ -262,19 +265,9 @@ def load_stable_diffusion(path_or_repo: str = SD15_REPO, device: torch.device | 
     from .device import amp_dtype, get_device
     from .unet import load_unet_folder
 
-    folder = Path(path_or_repo)
-    if not folder.is_dir():
-        from .env import hub_reachable
+    from .hub import STABLE_DIFFUSION_FILES, resolve_repo
 
-        if not hub_reachable():
-            raise RuntimeError(f"{path_or_repo!r} is not a local folder and the Hugging Face hub is not "
-                               f"reachable (offline): Stable Diffusion weights cannot be downloaded")
-        from huggingface_hub import snapshot_download
-
-        folder = Path(snapshot_download(path_or_repo, allow_patterns=[
-            "model_index.json", "*/config.json", "scheduler/scheduler_config.json", "tokenizer/*",
-            "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
-            "text_encoder/model.safetensors"]))
+    folder = resolve_repo(path_or_repo, STABLE_DIFFUSION_FILES)  # a folder, the HF cache, or a download
     missing = [d for d in ("unet", "vae", "text_encoder", "tokenizer") if not (folder / d).is_dir()]
     if missing:
         raise FileNotFoundError(f"{folder} is not a Stable Diffusion folder: missing {', '.join(missing)}/")

@@ -346,15 +346,13 @@ def trajectory_grid(trajectory, n_cols: int = 8, n_samples: int = 4, cmap: str =
 
 
 def trajectory_animation(trajectory, n_samples: int = 8, max_frames: int = 25, interval: int = 150,
-                         cmap: str = "gray", dpi: int = 50):
-    """A small JavaScript animation of sampling (top row x_t, bottom row x̂₀), for a notebook.
+                         cmap: str = "gray", dpi: int = 50, player: bool = False):
+    """Sampling as an animated GIF (top row x_t, bottom row x̂₀), for a notebook.
 
     At most ``max_frames`` evenly spaced steps are drawn, at low dpi, so the stored
-    HTML stays a few hundred KB. Returns an ``IPython.display.HTML``.
+    image stays small. Returns ``show_animation``'s output: an image every viewer
+    shows, plus a frame slider when ``player=True``.
     """
-    from IPython.display import HTML
-    from matplotlib import animation
-
     xt, x0 = to_numpy(trajectory.x_t), to_numpy(trajectory.x0_pred)
     if xt.ndim != 5 or xt.shape[2] != 1:
         raise ValueError(f"trajectory_animation draws greyscale trajectories [steps, B, 1, H, W], got {xt.shape}")
@@ -376,9 +374,155 @@ def trajectory_animation(trajectory, n_samples: int = 8, max_frames: int = 25, i
             ims[2 * j].set_data(xt[s, j, 0])
             ims[2 * j + 1].set_data(x0[s, j, 0])
         label.set_text(f"step {s + 1}/{xt.shape[0]}, t = {trajectory.timesteps[s]}")
-        return ims
 
-    anim = animation.FuncAnimation(fig, draw, frames=len(frames), interval=interval, blit=False)
-    html = anim.to_jshtml(default_mode="once")
+    return show_animation(fig, draw, len(frames), interval=interval, player=player)
+
+
+# ----------------------------------------------------------------------------- figures every viewer shows
+#
+# A stored notebook is read without a live kernel: on GitHub, in nbviewer, and in JupyterLab
+# before Run All, where outputs the reader has not produced are untrusted, so widgets and
+# JavaScript are not rendered (a widget shows its text repr, a JS player a broken image).
+# The helpers below therefore always store an image output: a GIF for animations, a PNG of
+# the first state beside each interactive widget. Live widgets come on top, never instead.
+
+
+def figure_png(fig, dpi: float | None = None) -> bytes:
+    """The PNG of a matplotlib figure (tight bounding box, as Jupyter's inline backend draws it); closes it."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-    return HTML(html)
+    return buf.getvalue()
+
+
+def animation_gif(fig, draw, n_frames: int, interval: int = 150) -> bytes:
+    """An animated GIF (looping, ``interval`` ms per frame) of ``draw(i)`` for i in 0..n_frames-1; closes ``fig``.
+
+    ``draw(i)`` updates the artists of ``fig`` for frame ``i``.
+    """
+    import io
+
+    from PIL import Image
+
+    if not isinstance(n_frames, int) or n_frames < 1:
+        raise ValueError(f"n_frames must be a positive int, got {n_frames!r}")
+    if not isinstance(interval, int) or interval < 20:
+        raise ValueError(f"interval must be an int of at least 20 ms per frame, got {interval!r}")
+    frames = []
+    for i in range(n_frames):
+        draw(i)
+        fig.canvas.draw()
+        rgb = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB")
+        frames.append(rgb.convert("P", palette=Image.Palette.ADAPTIVE))
+    plt.close(fig)
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=interval, loop=0)
+    return buf.getvalue()
+
+
+class StoredBundle:
+    """A display object with a fixed MIME bundle: ``display(b)``, or a cell's last expression.
+
+    ``bundle`` maps MIME types to data (``image/*`` as base64 text); a viewer shows the
+    richest one it can render, so a live widget and its stored image can share one output.
+    """
+
+    def __init__(self, bundle: dict, widget=None):
+        self.bundle, self.widget = bundle, widget
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return dict(self.bundle)
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode("ascii")
+
+
+def show_animation(fig, draw, n_frames: int, interval: int = 150, player: bool = False) -> StoredBundle:
+    """An animation as an ``image/gif`` output (shown everywhere, no JavaScript, no CDN).
+
+    ``draw(i)`` updates ``fig`` for frame ``i`` (see ``animation_gif``). With ``player=True``
+    the output is also a live frame player (ipywidgets ``Play`` + slider + image) where a kernel
+    runs; viewers without one show the GIF of the same output.
+    """
+    gif = animation_gif(fig, draw, n_frames, interval)
+    bundle = {"image/gif": _b64(gif), "text/plain": f"<animation: {n_frames} frames, {interval} ms each>"}
+    if not player:
+        return StoredBundle(bundle)
+    import io
+
+    import ipywidgets as widgets
+    from PIL import Image
+
+    pictures = []
+    with Image.open(io.BytesIO(gif)) as im:
+        for i in range(n_frames):
+            im.seek(i)
+            buf = io.BytesIO()
+            im.convert("RGB").save(buf, format="PNG")
+            pictures.append(buf.getvalue())
+    image = widgets.Image(value=pictures[0], format="png")
+    play = widgets.Play(min=0, max=n_frames - 1, interval=interval)
+    frame = widgets.IntSlider(min=0, max=n_frames - 1, description="frame")
+    widgets.jslink((play, "value"), (frame, "value"))
+    frame.observe(lambda change: setattr(image, "value", pictures[change["new"]]), names="value")
+    box = widgets.VBox([widgets.HBox([play, frame]), image])
+    return StoredBundle({**bundle, **box._repr_mimebundle_(), "text/plain": bundle["text/plain"]}, widget=box)
+
+
+def interactive_figure(draw, controls: dict, columns: int = 2) -> StoredBundle:
+    """Controls that redraw a figure, stored so that every viewer sees the figure.
+
+    ``draw(**values)`` makes a matplotlib figure from the controls' values and returns it
+    (it may also print: the text is shown under the figure). ``controls`` maps each
+    argument name to an ipywidget (a slider ...), laid out ``columns`` per row with room for
+    their whole labels. The figure is rendered to PNG here, not by the inline backend, so
+    the first display is the complete figure.
+
+    Returns one output that holds both the live widget (where a kernel runs: JupyterLab,
+    Colab, VS Code) and a PNG of the first state, which viewers without a live widget show
+    (GitHub, nbviewer, a notebook opened before it is run).
+    """
+    import contextlib
+    import io
+
+    import ipywidgets as widgets
+    from IPython.display import Image, display
+
+    if not isinstance(controls, dict) or not controls:
+        raise ValueError("controls must be a non-empty dict {argument name: ipywidget}")
+    bad = [name for name, w in controls.items() if not isinstance(w, widgets.ValueWidget)]
+    if bad:
+        raise TypeError(f"controls {bad} are not ipywidgets with a value (e.g. widgets.FloatSlider)")
+    if not isinstance(columns, int) or columns < 1:
+        raise ValueError(f"columns must be a positive int, got {columns!r}")
+    out = widgets.Output()
+    first = {}
+
+    def render():
+        values = {name: w.value for name, w in controls.items()}
+        text = io.StringIO()
+        with contextlib.redirect_stdout(text):
+            fig = draw(**values)
+        if not isinstance(fig, plt.Figure):
+            raise TypeError(f"draw must return a matplotlib Figure, got {type(fig).__name__}")
+        png = figure_png(fig)
+        first.setdefault("png", png)
+        out.clear_output(wait=True)
+        with out:
+            display(Image(png))
+            print(text.getvalue(), end="")
+
+    for w in controls.values():
+        w.style.description_width = "initial"  # the whole label ("temperature", not "temperat…")
+        w.observe(lambda change: render(), names="value")
+    render()
+    rows = list(controls.values())
+    box = widgets.VBox([widgets.HBox(rows[i:i + columns]) for i in range(0, len(rows), columns)] + [out])
+    state = ", ".join(f"{name}={w.value}" for name, w in controls.items())
+    return StoredBundle({**box._repr_mimebundle_(), "image/png": _b64(first["png"]),
+                         "text/plain": f"<interactive figure: {state}>"}, widget=box)

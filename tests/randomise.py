@@ -16,7 +16,7 @@ def randomise(model, seed=0):
             r = torch.randn(p.shape, generator=g)
             if "norm" in name and name.endswith("weight"):
                 p.copy_(1.0 + 0.3 * r)
-            elif p.dim() == 1:
+            elif p.dim() <= 1:  # biases, shifts and scalars (CLIP's logit_scale)
                 p.copy_(0.2 * r)
             else:
                 p.copy_(r / p[0].numel() ** 0.5)

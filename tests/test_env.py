@@ -40,6 +40,7 @@ def test_seed_everything_rejects_non_int():
 
 def test_offline_check_never_touches_the_network(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("COURSE_LIB_WORLD", raising=False)
 
     def forbidden(*args, **kwargs):
         raise AssertionError("network used while HF_HUB_OFFLINE=1")
@@ -56,6 +57,7 @@ def test_offline_check_never_touches_the_network(monkeypatch):
 
 def test_unreachable_hub_times_out_quickly(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("COURSE_LIB_WORLD", raising=False)
 
     def slow_then_fail(address, timeout):
         assert timeout <= 0.5, "the reachability probe must use the caller's short timeout"
@@ -76,3 +78,77 @@ def test_bad_timeout_is_rejected():
 
     with pytest.raises(ValueError, match="timeout must be > 0"):
         env.hub_reachable(timeout=0)
+
+
+# ----------------------------------------------------------------------------- the two worlds
+
+
+def _no_network(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("network used")
+
+    monkeypatch.setattr(socket, "create_connection", forbidden)
+
+
+def test_cache_only_setup_is_pretrained(local_hub, hf_cache, monkeypatch):
+    hf_cache(local_hub)  # HF_HUB_OFFLINE=1, the cache holds gpt2 and SD v1.5
+    _no_network(monkeypatch)
+    assert env.world(needs=["gpt2"]) == "pretrained"
+    assert env.world(needs=["gpt2", "stable-diffusion-v1-5/stable-diffusion-v1-5"]) == "pretrained"
+    assert env.describe_world(["gpt2"]) == f"pretrained: gpt2 found in the Hugging Face cache at {local_hub}"
+
+
+def test_empty_cache_and_no_hub_is_offline(tmp_path, hf_cache, monkeypatch):
+    hf_cache(tmp_path)
+    _no_network(monkeypatch)
+    assert env.world(needs=["gpt2"]) == "offline"
+    assert env.describe_world(["gpt2"]) == (f"offline: HF_HUB_OFFLINE=1 and gpt2 is not in the Hugging Face "
+                                            f"cache at {tmp_path}")
+
+
+def test_a_need_missing_from_the_cache_makes_it_offline(local_hub, hf_cache, monkeypatch):
+    hf_cache(local_hub)
+    _no_network(monkeypatch)
+    assert env.world(needs=["gpt2", "gpt2-xl"]) == "offline"
+    assert "gpt2-xl is not in the Hugging Face cache" in env.describe_world(["gpt2", "gpt2-xl"])
+
+
+def test_unreachable_hub_with_an_empty_cache_says_so(tmp_path, hf_cache, monkeypatch):
+    hf_cache(tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+
+    def no_route(address, timeout):
+        raise socket.timeout("simulated: no route")
+
+    monkeypatch.setattr(socket, "create_connection", no_route)
+    reason = env.describe_world(["gpt2"], timeout=0.5)
+    assert reason.startswith("offline: huggingface.co is not reachable within 0.5 s and gpt2 is not in")
+
+
+def test_reachable_hub_is_pretrained_even_with_an_empty_cache(tmp_path, hf_cache, monkeypatch):
+    hf_cache(tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(env, "hub_reachable", lambda timeout=2.0: True)
+    assert env.decide_world(["gpt2"]) == ("pretrained", "pretrained: huggingface.co is reachable, "
+                                                        "gpt2 can be downloaded")
+
+
+def test_override_forces_the_world(local_hub, tmp_path, hf_cache, monkeypatch):
+    hf_cache(local_hub)
+    monkeypatch.setenv("COURSE_LIB_WORLD", "offline")  # what make test / make notebooks set
+    assert env.world(needs=["gpt2"]) == "offline"
+    assert env.describe_world(["gpt2"]) == "offline: forced by COURSE_LIB_WORLD=offline"
+    hf_cache(tmp_path)
+    monkeypatch.setenv("COURSE_LIB_WORLD", "pretrained")
+    assert env.world(needs=["gpt2"]) == "pretrained"
+
+
+def test_bad_override_and_needs_are_refused(monkeypatch):
+    import pytest
+
+    monkeypatch.setenv("COURSE_LIB_WORLD", "online")
+    with pytest.raises(ValueError, match="COURSE_LIB_WORLD='online' is not a world; allowed: offline, pretrained"):
+        env.world(needs=["gpt2"])
+    monkeypatch.delenv("COURSE_LIB_WORLD")
+    with pytest.raises(TypeError, match="needs must be hub ids"):
+        env.world(needs=[3])

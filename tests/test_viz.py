@@ -62,3 +62,97 @@ def test_loss_curve():
     viz.loss_curve([1.0, 0.5, 0.25])
     with pytest.raises(ValueError, match="not in history"):
         viz.loss_curve(history, keys=["test_loss"])
+
+
+# ----------------------------------------------------------------------------- figures every viewer shows
+
+
+def _gif_frames(bundle):
+    import base64
+    import io
+
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(base64.b64decode(bundle["image/gif"])))
+    frames = []
+    for i in range(im.n_frames):
+        im.seek(i)
+        frames.append(im.convert("L").tobytes())
+    return im.format, frames, im.info.get("duration")
+
+
+def test_figure_png_renders_and_closes():
+    fig, ax = plt.subplots(figsize=(2, 1), dpi=50)
+    ax.plot([0, 1], [1, 0])
+    png = viz.figure_png(fig)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 500
+    assert not plt.fignum_exists(fig.number)  # closed: the inline backend will not show it a second time
+
+
+def test_trajectory_animation_is_a_gif_without_javascript():
+    from types import SimpleNamespace
+
+    steps = torch.linspace(-1, 1, 30)[:, None, None, None, None].expand(30, 3, 1, 4, 4)  # [30, B, 1, H, W]
+    traj = SimpleNamespace(x_t=steps, x0_pred=-steps, timesteps=list(range(29, -1, -1)))
+    out = viz.trajectory_animation(traj, n_samples=2, max_frames=10, interval=100)
+    bundle = out._repr_mimebundle_()
+    assert set(bundle) == {"image/gif", "text/plain"}  # no text/html: nothing to run, nothing from a CDN
+    fmt, frames, duration = _gif_frames(bundle)
+    assert fmt == "GIF" and len(frames) == 10 and duration == 100
+    assert len(set(frames)) == 10  # every frame shows another step
+    with pytest.raises(ValueError, match="greyscale"):
+        viz.trajectory_animation(SimpleNamespace(x_t=torch.zeros(3, 1, 3, 4, 4), x0_pred=torch.zeros(3, 1, 3, 4, 4),
+                                                 timesteps=[2, 1, 0]))
+
+
+def test_animation_player_keeps_the_gif_beside_the_widget():
+    fig, ax = plt.subplots(figsize=(1, 1), dpi=20)
+    im = ax.imshow(torch.zeros(4, 4), vmin=0, vmax=3)
+    out = viz.show_animation(fig, lambda i: im.set_data(torch.full((4, 4), float(i))), 4, interval=50, player=True)
+    bundle = out._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle and "image/gif" in bundle
+    image = out.widget.children[1]
+    first = image.value
+    out.widget.children[0].children[1].value = 3  # the frame slider
+    assert image.value != first
+    with pytest.raises(ValueError, match="n_frames must be a positive int"):
+        viz.animation_gif(plt.figure(), lambda i: None, 0)
+
+
+def test_interactive_figure_stores_the_first_state_and_redraws():
+    import base64
+
+    import ipywidgets as widgets
+
+    calls = []
+
+    def draw(scale, shift):
+        calls.append((scale, shift))
+        fig, ax = plt.subplots(figsize=(2, 1), dpi=40)
+        ax.plot([0, 1], [shift, shift + scale])
+        print(f"scale={scale}")
+        return fig
+
+    controls = {"scale": widgets.FloatSlider(value=1.0, min=0.5, max=2.0, description="temperature"),
+                "shift": widgets.IntSlider(value=0, min=0, max=3, description="shift")}
+    out = viz.interactive_figure(draw, controls)
+    bundle = out._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert base64.b64decode(bundle["image/png"])[:4] == b"\x89PNG"
+    assert bundle["text/plain"] == "<interactive figure: scale=1.0, shift=0>"
+    assert calls == [(1.0, 0)]
+    assert controls["scale"].style.description_width == "initial"  # the whole label is shown
+    controls["scale"].value = 2.0
+    assert calls == [(1.0, 0), (2.0, 0)]
+    assert not plt.get_fignums()  # every figure rendered to PNG and closed
+
+
+def test_interactive_figure_refuses_bad_input():
+    import ipywidgets as widgets
+
+    with pytest.raises(ValueError, match="non-empty dict"):
+        viz.interactive_figure(lambda: None, {})
+    with pytest.raises(TypeError, match=r"controls \['a'\] are not ipywidgets"):
+        viz.interactive_figure(lambda a: None, {"a": 3})
+    with pytest.raises(TypeError, match="draw must return a matplotlib Figure"):
+        viz.interactive_figure(lambda a: None, {"a": widgets.IntSlider()})

@@ -23,9 +23,6 @@ PIPELINES = ("shapes-ldm",)
 # classifier-free guidance scale when --guidance is not given: Stable Diffusion's usual 7.5;
 # the shapes model's own default (``ShapesLDM.sample``) is 5.0
 GUIDANCE = {"zoo:shapes-ldm": 5.0, None: 7.5}
-# what a hub download of a GPT-2 repository needs (not the TF/Flax/ONNX copies)
-GPT2_FILES = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.json",
-              "merges.txt", "special_tokens_map.json"]
 
 
 def default_guidance(checkpoint: str) -> float:
@@ -67,7 +64,7 @@ def load_language_model(spec: str, device: torch.device, dtype: torch.dtype | No
         import transformers
 
         from ..gpt2 import from_hf
-        from ..hub import resolve_repo
+        from ..hub import GPT2_FILES, resolve_repo
 
         if not progress:
             transformers.utils.logging.disable_progress_bar()
