@@ -30,7 +30,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: lab test unit notebooks test-pretrained browser-test gpu-check benchmarks setup clean
+.PHONY: lab test unit notebooks notebook-times test-pretrained browser-test gpu-check benchmarks setup clean
 
 setup: $(STAMP) $(LAB_SETTINGS)
 
@@ -83,15 +83,15 @@ browser-test: $(STAMP) $(LAB_SETTINGS)
 gpu-check: $(STAMP)
 	env -u COURSE_LIB_WORLD $(BIN)/python tools/gpu_check.py
 
-# Re-execute notebooks in place, top to bottom, each in a fresh kernel:
-# the only way outputs get into the repository. `make notebooks NB=notebooks/03_gpt2.ipynb`
+# Re-execute notebooks in place, top to bottom, each in a fresh kernel: the only way outputs get
+# into the repository. `make notebooks NB=notebooks/03_gpt2.ipynb`. Each notebook's wall time (and
+# the zoo models it trained) goes to benchmarks/results/notebook_times.json; `make notebook-times`
+# then writes those measurements into every notebook header and the README.
 notebooks: $(STAMP)
-	for nb in $(NB); do \
-		echo "== $$nb"; start=$$(date +%s); \
-		$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-			--ExecutePreprocessor.kernel_name=python3 --ExecutePreprocessor.timeout=900 "$$nb" || exit 1; \
-		echo "== $$nb: $$(( $$(date +%s) - start )) s"; \
-	done
+	$(BIN)/python tools/notebook_times.py execute $(NB)
+
+notebook-times: $(STAMP)
+	$(BIN)/python tools/notebook_times.py write
 
 benchmarks: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -181,20 +181,18 @@ def from_hf(hf_model) -> CLIPTextEncoder:
 def load_clip_tokenizer(path_or_repo: str = "openai/clip-vit-large-patch14", subfolder: str | None = None):
     """The real byte-pair CLIP tokenizer (``transformers.CLIPTokenizer``).
 
-    A local folder works offline; a hub id needs the network (``world() == "pretrained"``)
-    and raises a clear error when we are offline.
+    ``path_or_repo``: a local folder, or a hub id resolved like every checkpoint of the
+    course (``course_lib.hub.resolve_repo``): from the local Hugging Face cache when it
+    holds the tokenizer files, downloaded when the hub is reachable, otherwise a
+    ``FileNotFoundError`` naming the repository and the cache folder searched.
     """
     from transformers import CLIPTokenizer
 
-    folder = Path(path_or_repo) / (subfolder or "")
-    if folder.is_dir():
-        return CLIPTokenizer.from_pretrained(str(folder))
-    from .env import hub_reachable
+    from .hub import CLIP_TOKENIZER_FILES, resolve_repo
 
-    if not hub_reachable():
-        raise RuntimeError(f"{path_or_repo!r} is not a local folder and the Hugging Face hub is not "
-                           f"reachable (offline): the real CLIP tokenizer cannot be downloaded")
-    return CLIPTokenizer.from_pretrained(path_or_repo, subfolder=subfolder or "")
+    prefix = f"{subfolder}/" if subfolder else ""
+    folder = resolve_repo(path_or_repo, [prefix + name for name in CLIP_TOKENIZER_FILES])
+    return CLIPTokenizer.from_pretrained(str(Path(folder) / (subfolder or "")))
 
 
 class WordTokenizer:

@@ -193,3 +193,23 @@ def test_stable_diffusion_missing_names_the_repo(tmp_path, hf_cache):
     hf_cache(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"'stable-diffusion-v1-5/stable-diffusion-v1-5'.*" + re.escape(str(tmp_path))):
         load_stable_diffusion(SD1_REPO, device="cpu")
+
+
+def test_clip_tokenizer_by_hub_id_matches_transformers(cache):
+    from transformers import CLIPTokenizer
+
+    from course_lib.clip import load_clip_tokenizer
+
+    for repo, subfolder in ((CLIP_REPO, None), (SD2_REPO, "tokenizer")):
+        ours = load_clip_tokenizer(repo, subfolder=subfolder)
+        theirs = CLIPTokenizer.from_pretrained(repo, subfolder=subfolder or "")
+        text = "a photograph of an astronaut riding a horse"
+        assert ours(text)["input_ids"] == theirs(text)["input_ids"]
+
+
+def test_clip_tokenizer_missing_names_the_repo(tmp_path, hf_cache):
+    from course_lib.clip import load_clip_tokenizer
+
+    hf_cache(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="openai/clip-vit-large-patch14"):
+        load_clip_tokenizer()
