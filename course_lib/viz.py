@@ -23,6 +23,16 @@ def to_numpy(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
+WHITESPACE_MARKS = {" ": "␣", "\n": "⏎", "\t": "⇥"}
+
+
+def visible_token(text: str) -> str:
+    """A token as a reader can see it: spaces as ␣, newlines as ⏎, tabs as ⇥ (``" the"`` → ``"␣the"``)."""
+    if not isinstance(text, str):
+        raise TypeError(f"visible_token expects a str, got {type(text).__name__}")
+    return "".join(WHITESPACE_MARKS.get(ch, ch) for ch in text)
+
+
 def _labels(labels, n: int, what: str):
     if labels is None:
         return [str(i) for i in range(n)]
@@ -57,8 +67,8 @@ def attention_heatmap(weights, q_labels=None, k_labels=None, ax=None, title=None
         size = min(8.0, 1.0 + 0.35 * max(t_q, t_k))
         _, ax = plt.subplots(figsize=(size + (1.0 if colorbar else 0.0), size), dpi=80)
     im = ax.imshow(w, cmap=cmap, vmin=0.0, vmax=vmax, aspect="auto")
-    ax.set_xticks(range(t_k), k_labels, rotation=90 if max(map(len, k_labels)) > 2 else 0)
-    ax.set_yticks(range(t_q), q_labels)
+    ax.set_xticks(range(t_k), k_labels, rotation=90 if max(map(len, k_labels)) > 2 else 0, fontsize=9)
+    ax.set_yticks(range(t_q), q_labels, fontsize=9)
     ax.set_xlabel("key (attended to)")
     ax.set_ylabel("query (attending)")
     if annotate:
@@ -83,7 +93,8 @@ def attention_grid(weights_per_layer, labels=None, k_labels=None, title=None,
     [B, H, T_q, T_k] tensors (``batch_index`` picks the sequence), or one
     tensor [L, H, T_q, T_k]. labels: the query tokens (also used for the keys
     unless ``k_labels`` is given). Tick labels are drawn on the outer edge only.
-    Returns the ``Figure``.
+    Every panel shares one colour scale (0 … ``vmax``; ``None``: the largest weight
+    in the grid), shown by one colour bar. Returns the ``Figure``.
     """
     if isinstance(weights_per_layer, (torch.Tensor, np.ndarray)):
         if weights_per_layer.ndim != 4:
@@ -103,26 +114,30 @@ def attention_grid(weights_per_layer, labels=None, k_labels=None, title=None,
     t_q, t_k = layers[0].shape[1:]
     q_labels = _labels(labels, t_q, "labels")
     k_labels = _labels(k_labels if k_labels is not None else (labels if t_k == t_q else None), t_k, "k_labels")
-    fig, axes = plt.subplots(n_layers, n_heads, figsize=(cell_size * n_heads + 0.8, cell_size * n_layers + 0.8),
-                             dpi=80, squeeze=False)  # + room for the tick labels and titles
+    vmax = max(float(w.max()) for w in layers) if vmax is None else vmax
+    fig, axes = plt.subplots(n_layers, n_heads, figsize=(cell_size * n_heads + 1.6, cell_size * n_layers + 0.8),
+                             dpi=80, squeeze=False)  # + room for the tick labels, titles and colour bar
+    image = None
     for li, w in enumerate(layers):
         for h in range(n_heads):
             ax = axes[li, h]
             if h >= w.shape[0]:
                 ax.axis("off")
                 continue
-            ax.imshow(w[h], cmap=cmap, vmin=0.0, vmax=vmax)
+            image = ax.imshow(w[h], cmap=cmap, vmin=0.0, vmax=vmax)
             ax.set_xticks([]), ax.set_yticks([])
             if li == n_layers - 1:
-                ax.set_xticks(range(t_k), k_labels, fontsize=7, rotation=90 if max(map(len, k_labels)) > 2 else 0)
+                ax.set_xticks(range(t_k), k_labels, fontsize=8, rotation=90 if max(map(len, k_labels)) > 2 else 0)
             if h == 0:
-                ax.set_yticks(range(t_q), q_labels, fontsize=7)
+                ax.set_yticks(range(t_q), q_labels, fontsize=8)
                 ax.set_ylabel(f"layer {li}")
             if li == 0:
                 ax.set_title(f"head {h}", fontsize=9)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    if image is not None:  # one colour bar for the shared scale
+        fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02, label="attention weight")
     return fig
 
 

@@ -156,3 +156,28 @@ def test_interactive_figure_refuses_bad_input():
         viz.interactive_figure(lambda a: None, {"a": 3})
     with pytest.raises(TypeError, match="draw must return a matplotlib Figure"):
         viz.interactive_figure(lambda a: None, {"a": widgets.IntSlider()})
+
+
+def test_visible_token_marks_whitespace():
+    from course_lib.viz import visible_token
+
+    assert visible_token(" the\n\tx") == "␣the⏎⇥x"
+    import pytest
+
+    with pytest.raises(TypeError):
+        visible_token(3)
+
+
+def test_attention_grid_has_one_shared_colour_bar():
+    import matplotlib.pyplot as plt
+    import torch
+
+    from course_lib.viz import attention_grid
+
+    w = torch.softmax(torch.randn(2, 3, 5, 5), -1)
+    fig = attention_grid(w, vmax=None)
+    images = [im for ax in fig.axes for im in ax.images]
+    assert len({(im.norm.vmin, im.norm.vmax) for im in images}) == 1  # one scale for every panel
+    assert abs(images[0].norm.vmax - float(w.max())) < 1e-6
+    assert len(fig.axes) == 2 * 3 + 1  # the panels and one colour bar
+    plt.close(fig)
