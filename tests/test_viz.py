@@ -30,7 +30,7 @@ def test_attention_heatmap():
 def test_attention_grid_from_list_and_tensor():
     maps = [torch.softmax(torch.randn(2, 3, 6, 6), -1) for _ in range(2)]  # [B, H, T, T] per layer
     fig = viz.attention_grid(maps, labels=list("abcdef"), title="grid")
-    assert len(fig.axes) == 2 * 3
+    assert len(fig.axes) == 2 * 3 + 1  # the panels and the colour bar
     fig = viz.attention_grid(torch.rand(3, 2, 4, 4))
     assert len(fig.axes) == 3 * 2
     with pytest.raises(ValueError, match="layer 0"):
