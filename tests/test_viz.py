@@ -32,7 +32,7 @@ def test_attention_grid_from_list_and_tensor():
     fig = viz.attention_grid(maps, labels=list("abcdef"), title="grid")
     assert len(fig.axes) == 2 * 3 + 1  # the panels and the colour bar
     fig = viz.attention_grid(torch.rand(3, 2, 4, 4))
-    assert len(fig.axes) == 3 * 2
+    assert len(fig.axes) == 3 * 2 + 1
     with pytest.raises(ValueError, match="layer 0"):
         viz.attention_grid([torch.rand(4, 4)])
 
