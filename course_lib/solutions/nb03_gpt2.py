@@ -1,0 +1,1 @@
+"""Solutions to notebook 03's exercises (GPT-2)."""

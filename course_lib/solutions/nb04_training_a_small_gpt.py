@@ -1,0 +1,1 @@
+"""Solutions to notebook 04's exercises (training a small GPT)."""

@@ -1,0 +1,1 @@
+"""Solutions to notebook 05's exercises (LoRA)."""

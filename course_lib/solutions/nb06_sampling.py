@@ -1,0 +1,1 @@
+"""Solutions to notebook 06's exercises (sampling)."""

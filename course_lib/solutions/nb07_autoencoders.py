@@ -1,0 +1,1 @@
+"""Solutions to notebook 07's exercises (autoencoders)."""

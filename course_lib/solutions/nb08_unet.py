@@ -1,0 +1,1 @@
+"""Solutions to notebook 08's exercises (UNet)."""

@@ -1,0 +1,1 @@
+"""Solutions to notebook 09's exercises (DDPM)."""

@@ -1,0 +1,1 @@
+"""Solutions to notebook 10's exercises (DDIM and guidance)."""

@@ -1,0 +1,1 @@
+"""Solutions to notebook 11's exercises (Stable Diffusion)."""

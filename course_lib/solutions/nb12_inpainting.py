@@ -1,0 +1,1 @@
+"""Solutions to notebook 12's exercises (inpainting)."""
