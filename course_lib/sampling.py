@@ -15,10 +15,11 @@ reproduce that, pass ``logits / t`` to a filter wrapping ``TemperatureSampler(1.
 References: temperature — Ackley, Hinton & Sejnowski 1985 (Boltzmann
 distribution p_i ∝ exp(z_i / T)); top-k — Fan, Lewis & Dauphin 2018;
 nucleus — Holtzman et al. 2020, eq. (2)-(3); min-p — Nguyen et al. 2024;
-repetition penalty — Keskar et al. 2019 (CTRL), section 4.1.
-The pure filters ``top_k_filter``/``top_p_filter``/``min_p_filter`` give the
-same result as ``transformers``' ``TopKLogitsWarper``/``TopPLogitsWarper``/
-``MinPLogitsWarper``, ties included.
+locally typical sampling — Meister et al. 2023 (TACL); repetition penalty —
+Keskar et al. 2019 (CTRL), section 4.1.
+The pure filters ``top_k_filter``/``top_p_filter``/``min_p_filter``/``typical_filter``
+give the same result as ``transformers``' ``TopKLogitsWarper``/``TopPLogitsWarper``/
+``MinPLogitsWarper``/``TypicalLogitsWarper``, ties included.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ import torch
 from .checks import check_generator, check_int, check_number, check_probability
 
 __all__ = ["Sampler", "GreedySampler", "TemperatureSampler", "LogitsFilter", "TopKSampler",
-           "NucleusSampler", "MinPSampler", "RepetitionPenaltySampler",
-           "top_k_filter", "top_p_filter", "min_p_filter", "apply_repetition_penalty",
+           "NucleusSampler", "MinPSampler", "TypicalSampler", "RepetitionPenaltySampler",
+           "top_k_filter", "top_p_filter", "min_p_filter", "typical_filter", "apply_repetition_penalty",
            "distinct_n", "repetition_rate"]
 
 FILTER_VALUE = -float("inf")
@@ -100,6 +101,31 @@ def min_p_filter(logits: torch.Tensor, p_base: float, min_tokens_to_keep: int = 
     drop = probs < p_base * probs.amax(dim=-1, keepdim=True)
     keep = torch.topk(probs, min(min_tokens_to_keep, probs.shape[-1]), dim=-1).indices
     drop.scatter_(-1, keep, False)
+    return logits.masked_fill(drop, FILTER_VALUE)
+
+
+def typical_filter(logits: torch.Tensor, mass: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
+    """Locally typical filter (Meister et al. 2023, "Locally Typical Sampling"): keep the tokens
+    whose surprisal ``-log p_i`` is closest to the entropy ``H(p) = -Σ_j p_j log p_j``.
+
+    Tokens are ranked by ``|-log p_i - H(p)|`` (most typical first) and kept in that order
+    until their probability adds up to at least ``mass``; the token that crosses ``mass``
+    stays, and so does every token tied with it. Unlike top-p, a very likely token can be
+    dropped when the distribution is flat elsewhere (its surprisal is far below the entropy).
+    Same result as ``transformers.TypicalLogitsWarper``. logits: [B, V] -> [B, V].
+    """
+    _check_logits(logits)
+    mass = check_probability("mass", mass)
+    min_tokens_to_keep = check_int("min_tokens_to_keep", min_tokens_to_keep, 1)
+    log_p = logits.log_softmax(dim=-1)  # [B, V]
+    entropy = -(log_p.exp() * log_p).nansum(dim=-1, keepdim=True)  # [B, 1]; 0 · log 0 counts as 0
+    distance = (-log_p - entropy).abs()  # [B, V]: how far each surprisal is from the entropy
+    distance_sorted, order = torch.sort(distance, descending=False)  # most typical first
+    cumulative = logits.gather(-1, order).softmax(dim=-1).cumsum(dim=-1)  # [B, V]
+    crossing = (cumulative < mass).sum(dim=-1, keepdim=True).clamp(max=logits.shape[-1] - 1)  # [B, 1]
+    drop_sorted = distance_sorted > distance_sorted.gather(-1, crossing)  # farther than the crossing token
+    drop_sorted[..., :min_tokens_to_keep] = False
+    drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
     return logits.masked_fill(drop, FILTER_VALUE)
 
 
@@ -236,6 +262,20 @@ class MinPSampler(LogitsFilter):
 
     def __repr__(self) -> str:
         return f"MinPSampler(p_base={self.p_base:g}, {self.sampler!r})"
+
+
+class TypicalSampler(LogitsFilter):
+    """Keep the locally typical tokens up to probability ``mass`` (Meister et al. 2023), then ``sampler`` draws."""
+
+    def __init__(self, mass: float, sampler: Sampler | None = None):
+        super().__init__(sampler)
+        self.mass = check_probability("mass", mass)
+
+    def filter(self, logits):
+        return typical_filter(logits, self.mass)
+
+    def __repr__(self) -> str:
+        return f"TypicalSampler(mass={self.mass:g}, {self.sampler!r})"
 
 
 class RepetitionPenaltySampler(LogitsFilter):

@@ -6,9 +6,9 @@ import torch
 from torch.testing import assert_close
 
 from course_lib.sampling import (GreedySampler, MinPSampler, NucleusSampler, RepetitionPenaltySampler,
-                                 TemperatureSampler, TopKSampler, apply_repetition_penalty,
+                                 TemperatureSampler, TopKSampler, TypicalSampler, apply_repetition_penalty,
                                  distinct_n, min_p_filter, repetition_rate, top_k_filter,
-                                 top_p_filter)
+                                 top_p_filter, typical_filter)
 
 lp = pytest.importorskip("transformers.generation.logits_process")
 
@@ -58,6 +58,24 @@ def test_min_p_equals_hf(p_base):
     assert torch.equal(min_p_filter(logits, p_base, min_tokens_to_keep=2), ref)
 
 
+@pytest.mark.parametrize("mass", [0.05, 0.2, 0.5, 0.9, 0.95, 0.999])
+@pytest.mark.parametrize("min_keep", [1, 3])
+def test_typical_equals_hf(mass, min_keep):
+    minus_inf = torch.randn(8, 12)
+    minus_inf[:, :3] = float("-inf")  # already filtered tokens: 0 · log 0 must count as 0 in the entropy
+    logits = torch.cat([tied_logits(6), torch.randn(16, 12) * 3, minus_inf])
+    ref = lp.TypicalLogitsWarper(mass=mass, min_tokens_to_keep=min_keep)(None, logits.clone())
+    assert torch.equal(typical_filter(logits, mass, min_tokens_to_keep=min_keep), ref)
+
+
+def test_typical_can_drop_the_most_likely_token():
+    # one token at 0.4, the rest (0.6) spread thin: the entropy is high, the 0.4 token is atypically likely
+    probs = torch.tensor([[0.4] + [0.6 / 60] * 60])
+    kept = torch.isfinite(typical_filter(probs.log(), 0.5))
+    assert not kept[0, 0] and kept[0, 1:].sum() >= 30
+    assert torch.isfinite(top_p_filter(probs.log(), 0.5))[0, 0]  # top-p keeps it first
+
+
 @pytest.mark.parametrize("penalty", [0.5, 1.0, 1.3, 2.0])
 def test_repetition_penalty_equals_hf(penalty):
     logits = torch.randn(3, 15)
@@ -88,6 +106,7 @@ def test_generator_makes_draws_reproducible():
     lambda g: NucleusSampler(0.1, TemperatureSampler(1.0, g)),
     lambda g: NucleusSampler(0.6, TemperatureSampler(3.0, g)),
     lambda g: MinPSampler(0.3, TemperatureSampler(2.0, g)),
+    lambda g: TypicalSampler(0.5, TemperatureSampler(2.0, g)),
     lambda g: TopKSampler(4, NucleusSampler(0.8, TemperatureSampler(10.0, g))),
 ])
 def test_samplers_never_leave_their_support(make):
@@ -175,6 +194,7 @@ def test_distinct_n_and_repetition():
     (lambda: TemperatureSampler("hot"), TypeError, r"temperature t must be a number"),
     (lambda: TemperatureSampler(1.0, generator=0), TypeError, r"generator must be a torch.Generator"),
     (lambda: MinPSampler(0.0), ValueError, r"min_p must be in \(0, 1\]"),
+    (lambda: TypicalSampler(0.0), ValueError, r"mass must be in \(0, 1\]"),
     (lambda: RepetitionPenaltySampler(0.0), ValueError, r"penalty must be > 0"),
     (lambda: TopKSampler(3, sampler="greedy"), TypeError, r"sampler must be a Sampler"),
 ])
