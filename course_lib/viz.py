@@ -253,6 +253,11 @@ def loss_curve(history, keys=None, ax=None, log: bool = False, smooth: int = 0, 
 # ----------------------------------------------------------------------------- sampling (06)
 
 
+def _shown_token(label) -> str:
+    """A decoded token as a tick label: whitespace visible (␣ ⏎ ⇥), other control characters escaped."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in visible_token(str(label)))
+
+
 def token_distribution(probs, labels=None, filtered=None, top: int = 20, ax=None, title=None):
     """Bar plot of a next-token distribution, before and (optionally) after a filter.
 
@@ -261,7 +266,8 @@ def token_distribution(probs, labels=None, filtered=None, top: int = 20, ax=None
     removed, the rest renormalised). Shows the ``top`` most likely tokens of
     ``probs``, in that order: grey bars before, coloured bars after; removed
     tokens are marked with an ×. labels: a string per vocabulary entry (e.g.
-    decoded tokens), or None for ids. Returns the ``Axes``.
+    decoded tokens), or None for ids; whitespace is drawn visibly (``visible_token``:
+    ␣ ⏎ ⇥) and other control characters escaped. Returns the ``Axes``.
     """
     p = to_numpy(probs).reshape(-1)
     if filtered is not None:
@@ -271,7 +277,7 @@ def token_distribution(probs, labels=None, filtered=None, top: int = 20, ax=None
     if not isinstance(top, int) or top < 1:
         raise ValueError(f"top must be a positive int, got {top!r}")
     order = np.argsort(-p, kind="stable")[: min(top, p.size)]
-    names = [repr(labels[i])[1:-1] if labels is not None else str(i) for i in order]
+    names = [_shown_token(labels[i]) if labels is not None else str(i) for i in order]
     x = np.arange(len(order))
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3), dpi=80)

@@ -181,3 +181,15 @@ def test_attention_grid_has_one_shared_colour_bar():
     assert abs(images[0].norm.vmax - float(w.max())) < 1e-6
     assert len(fig.axes) == 2 * 3 + 1  # the panels and one colour bar
     plt.close(fig)
+
+
+def test_token_distribution_shows_whitespace_tokens_visibly():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    labels = ["\n", " the", "\x07", "a"]
+    filtered = torch.tensor([0.625, 0.375, 0.0, 0.0])
+    ax = viz.token_distribution(probs, labels, filtered=filtered, top=4)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["⏎", "␣the", "\\x07", "a"]
+    assert min(t.get_fontsize() for t in ax.get_xticklabels()) >= 8
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="filtered has 3 entries"):
+        viz.token_distribution(probs, labels, filtered=filtered[:3])
