@@ -149,3 +149,30 @@ def test_every_notebook_from_01_has_at_least_two_checked_exercises():
         by_notebook.setdefault(e.notebook, set()).add(e.name)
     missing = [f"{n:02d}" for n in range(1, 13) if len(by_notebook.get(f"{n:02d}", ())) < 2]
     assert not missing, f"notebooks with fewer than two checked exercises: {missing}"
+
+
+def test_check_post_norm_block_tells_post_norm_from_pre_norm(capsys):
+    def post_norm(x, block):
+        x = block.ln_1(x + block.attn(x, causal=block.causal))
+        return block.ln_2(x + block.mlp(x))
+
+    assert ex.check_post_norm_block(post_norm)
+    capsys.readouterr()
+    assert not ex.check_post_norm_block(lambda x, block: block(x))  # the pre-norm block itself
+    assert "3 case(s) differ" in capsys.readouterr().out
+
+    def always_causal(x, block):
+        x = block.ln_1(x + block.attn(x, causal=True))
+        return block.ln_2(x + block.mlp(x))
+
+    assert not ex.check_post_norm_block(always_causal)
+    out = capsys.readouterr().out
+    assert "1 case(s) differ" in out and "bidirectional" in out
+
+
+def test_check_post_norm_block_leaves_the_global_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    ex.check_post_norm_block(lambda x, block: x)
+    torch.testing.assert_close(torch.rand(3), expected)
