@@ -353,7 +353,7 @@ def trajectory_grid(trajectory, n_cols: int = 8, n_samples: int = 4, cmap: str =
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if r == 0:
-                    ax.set_title(f"{name}\nt={trajectory.timesteps[s]}", fontsize=7)
+                    ax.set_title(f"{name}\nt={trajectory.timesteps[s]}", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -361,34 +361,45 @@ def trajectory_grid(trajectory, n_cols: int = 8, n_samples: int = 4, cmap: str =
 
 
 def trajectory_animation(trajectory, n_samples: int = 8, max_frames: int = 25, interval: int = 150,
-                         cmap: str = "gray", dpi: int = 50, player: bool = False):
+                         cmap: str = "gray", dpi: int = 100, player: bool = False, cell_size: float = 1.1,
+                         title: str | None = None):
     """Sampling as an animated GIF (top row x_t, bottom row x̂₀), for a notebook.
 
-    At most ``max_frames`` evenly spaced steps are drawn, at low dpi, so the stored
-    image stays small. Returns ``show_animation``'s output: an image every viewer
-    shows, plus a frame slider when ``player=True``.
+    At most ``max_frames`` evenly spaced steps are drawn. Each image is ``cell_size``
+    inches at ``dpi`` (defaults: 110 px; a frame is then 2 rows + caption ≈ 270 px tall),
+    with a 10-pt caption naming the step and timestep, and 10-pt row labels. Returns
+    ``show_animation``'s output: an image every viewer shows, plus a frame slider when
+    ``player=True``.
     """
     xt, x0 = to_numpy(trajectory.x_t), to_numpy(trajectory.x0_pred)
     if xt.ndim != 5 or xt.shape[2] != 1:
         raise ValueError(f"trajectory_animation draws greyscale trajectories [steps, B, 1, H, W], got {xt.shape}")
+    if not isinstance(cell_size, (int, float)) or cell_size <= 0:
+        raise ValueError(f"cell_size must be a positive number of inches, got {cell_size!r}")
     frames = _pick_steps(xt.shape[0], max_frames)
     n = min(n_samples, xt.shape[1])
-    fig, axes = plt.subplots(2, n, figsize=(0.8 * n, 1.9), dpi=dpi, squeeze=False)
+    left, top, gap = 0.45, 0.45, 0.04  # inches: row labels, caption, space between images
+    width, height = left + n * (cell_size + gap), top + 2 * (cell_size + gap)
+    fig, axes = plt.subplots(2, n, figsize=(width, height), dpi=dpi, squeeze=False)
+    fig.subplots_adjust(left=left / width, right=1 - 0.5 * gap / width, bottom=0.5 * gap / height,
+                        top=1 - top / height, wspace=gap / cell_size, hspace=gap / cell_size)
     ims = []
     for j in range(n):
         for i, arr in enumerate((xt, x0)):
             axes[i, j].axis("off")
             ims.append(axes[i, j].imshow(arr[frames[0], j, 0], cmap=cmap, vmin=-1, vmax=1))
-    axes[0, 0].set_title("x_t", fontsize=8, loc="left")
-    axes[1, 0].set_title("x̂₀", fontsize=8, loc="left")
-    label = fig.suptitle("", fontsize=8)
+    for i, name in enumerate(("x_t", "x̂₀")):
+        box = axes[i, 0].get_position()
+        fig.text(0.5 * left / width, (box.y0 + box.y1) / 2, name, fontsize=10, ha="center", va="center")
+    label = fig.text(left / width, 1 - 0.5 * top / height, "", fontsize=10, va="center")
+    prefix = f"{title} · " if title else ""
 
     def draw(f):
         s = frames[f]
         for j in range(n):
             ims[2 * j].set_data(xt[s, j, 0])
             ims[2 * j + 1].set_data(x0[s, j, 0])
-        label.set_text(f"step {s + 1}/{xt.shape[0]}, t = {trajectory.timesteps[s]}")
+        label.set_text(f"{prefix}step {s + 1}/{xt.shape[0]}, t = {trajectory.timesteps[s]}")
 
     return show_animation(fig, draw, len(frames), interval=interval, player=player)
 
