@@ -48,7 +48,10 @@ which ``course_lib.viz.loss_curve`` plots.
 
 Optimiser: AdamW (Loshchilov & Hutter 2019), weight decay only on matrices
 (weights of Linear/Embedding layers, ``p.dim() >= 2``), not on biases or
-LayerNorm gains, as in GPT-2/nanoGPT. Schedule (``lr_at``): linear warmup from
+LayerNorm gains — GPT-1's rule (Radford et al. 2018, §4.1: decay "on all non
+bias or gain weights"), which nanoGPT follows. Betas (0.9, 0.95), clipping at
+global norm 1.0, weight decay 0.1 and cosine decay to 10% are GPT-3's settings
+(Brown et al. 2020, appendix B). Schedule (``lr_at``): linear warmup from
 0 over ``warmup_steps``, then cosine decay (Loshchilov & Hutter 2017) to
 ``min_lr_ratio × lr`` at the last step, or constant.
 """

@@ -359,7 +359,7 @@ def trajectory_grid(trajectory, n_cols: int = 8, n_samples: int = 4, cmap: str =
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if r == 0:
-                    ax.set_title(f"{name}\nt={trajectory.timesteps[s]}", fontsize=7)
+                    ax.set_title(f"{name}\nt={trajectory.timesteps[s]}", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -367,34 +367,45 @@ def trajectory_grid(trajectory, n_cols: int = 8, n_samples: int = 4, cmap: str =
 
 
 def trajectory_animation(trajectory, n_samples: int = 8, max_frames: int = 25, interval: int = 150,
-                         cmap: str = "gray", dpi: int = 50, player: bool = False):
+                         cmap: str = "gray", dpi: int = 100, player: bool = False, cell_size: float = 1.1,
+                         title: str | None = None):
     """Sampling as an animated GIF (top row x_t, bottom row x̂₀), for a notebook.
 
-    At most ``max_frames`` evenly spaced steps are drawn, at low dpi, so the stored
-    image stays small. Returns ``show_animation``'s output: an image every viewer
-    shows, plus a frame slider when ``player=True``.
+    At most ``max_frames`` evenly spaced steps are drawn. Each image is ``cell_size``
+    inches at ``dpi`` (defaults: 110 px; a frame is then 2 rows + caption ≈ 270 px tall),
+    with a 10-pt caption naming the step and timestep, and 10-pt row labels. Returns
+    ``show_animation``'s output: an image every viewer shows, plus a frame slider when
+    ``player=True``.
     """
     xt, x0 = to_numpy(trajectory.x_t), to_numpy(trajectory.x0_pred)
     if xt.ndim != 5 or xt.shape[2] != 1:
         raise ValueError(f"trajectory_animation draws greyscale trajectories [steps, B, 1, H, W], got {xt.shape}")
+    if not isinstance(cell_size, (int, float)) or cell_size <= 0:
+        raise ValueError(f"cell_size must be a positive number of inches, got {cell_size!r}")
     frames = _pick_steps(xt.shape[0], max_frames)
     n = min(n_samples, xt.shape[1])
-    fig, axes = plt.subplots(2, n, figsize=(0.8 * n, 1.9), dpi=dpi, squeeze=False)
+    left, top, gap = 0.45, 0.45, 0.04  # inches: row labels, caption, space between images
+    width, height = left + n * (cell_size + gap), top + 2 * (cell_size + gap)
+    fig, axes = plt.subplots(2, n, figsize=(width, height), dpi=dpi, squeeze=False)
+    fig.subplots_adjust(left=left / width, right=1 - 0.5 * gap / width, bottom=0.5 * gap / height,
+                        top=1 - top / height, wspace=gap / cell_size, hspace=gap / cell_size)
     ims = []
     for j in range(n):
         for i, arr in enumerate((xt, x0)):
             axes[i, j].axis("off")
             ims.append(axes[i, j].imshow(arr[frames[0], j, 0], cmap=cmap, vmin=-1, vmax=1))
-    axes[0, 0].set_title("x_t", fontsize=8, loc="left")
-    axes[1, 0].set_title("x̂₀", fontsize=8, loc="left")
-    label = fig.suptitle("", fontsize=8)
+    for i, name in enumerate(("x_t", "x̂₀")):
+        box = axes[i, 0].get_position()
+        fig.text(0.5 * left / width, (box.y0 + box.y1) / 2, name, fontsize=10, ha="center", va="center")
+    label = fig.text(left / width, 1 - 0.5 * top / height, "", fontsize=10, va="center")
+    prefix = f"{title} · " if title else ""
 
     def draw(f):
         s = frames[f]
         for j in range(n):
             ims[2 * j].set_data(xt[s, j, 0])
             ims[2 * j + 1].set_data(x0[s, j, 0])
-        label.set_text(f"step {s + 1}/{xt.shape[0]}, t = {trajectory.timesteps[s]}")
+        label.set_text(f"{prefix}step {s + 1}/{xt.shape[0]}, t = {trajectory.timesteps[s]}")
 
     return show_animation(fig, draw, len(frames), interval=interval, player=player)
 
@@ -547,3 +558,110 @@ def interactive_figure(draw, controls: dict, columns: int = 2) -> StoredBundle:
     state = ", ".join(f"{name}={w.value}" for name, w in controls.items())
     return StoredBundle({**box._repr_mimebundle_(), "image/png": _b64(first["png"]),
                          "text/plain": f"<interactive figure: {state}>"}, widget=box)
+
+
+# ----------------------------------------------------------------------------- attention across layers (03, 04)
+
+
+def attention_patterns(maps) -> dict:
+    """Two numbers per head that name common attention patterns, from causal maps ``[L, H, T, T]``.
+
+    For the queries ``i = 2 … T−1`` (query 0 sees only itself, and query 1's previous
+    token *is* the first token, so both are left out):
+
+    * ``"previous_token"`` ``[L, H]``: the mean weight query ``i`` puts on key ``i − 1``
+      — near 1 for a *previous-token head* (Elhage et al. 2021; Olsson et al. 2022);
+    * ``"first_token"`` ``[L, H]``: the mean weight on key 0 — near 1 for a head that
+      parks its attention on the first token, an *attention sink* (Xiao et al. 2023);
+    * ``"uniform"`` (float): what both scores are for rows that spread their weight evenly
+      over their ``i + 1`` keys, the mean of ``1 / (i + 1)`` — the baseline to compare with.
+
+    ``maps``: e.g. ``GPTModel.attention_maps(ids)[:, 0]`` (one sequence, T ≥ 3).
+    """
+    w = torch.as_tensor(maps).detach().float().cpu()
+    if w.dim() != 4 or w.shape[-1] != w.shape[-2]:
+        raise ValueError(f"maps must be causal attention weights [L, H, T, T], got shape {tuple(w.shape)}")
+    t = w.shape[-1]
+    if t < 3:
+        raise ValueError(f"need at least 3 positions to tell the previous token from the first, got T={t}")
+    rows = torch.arange(2, t)
+    return {"previous_token": w[:, :, rows, rows - 1].mean(-1),
+            "first_token": w[:, :, rows, 0].mean(-1),
+            "uniform": float((1.0 / (rows + 1).float()).mean())}
+
+
+def attention_by_layer(maps, labels=None, ncols: int = 4, title=None, vmax: float | None = 1.0,
+                       cmap: str = "viridis", cell_size: float | None = None):
+    """One attention map per layer (e.g. the mean over heads) in a grid, one colour scale.
+
+    maps: ``[L, T_q, T_k]``. labels: the tokens (queries; also the keys when square),
+    drawn on the outer edge: left column and bottom row, at 8 pt. Every panel shares
+    the scale 0 … ``vmax`` (``None``: the largest weight), shown by one colour bar.
+    ``cell_size`` (inches per panel) defaults to what the labels need. Returns the ``Figure``.
+    """
+    w = to_numpy(maps)
+    if w.ndim != 3:
+        raise ValueError(f"maps must be [L, T_q, T_k] (average the heads first, e.g. maps.mean(1)), "
+                         f"got shape {w.shape}")
+    if not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols must be a positive int, got {ncols!r}")
+    n, t_q, t_k = w.shape
+    q_labels = _labels(labels, t_q, "labels")
+    k_labels = _labels(labels if t_q == t_k else None, t_k, "k_labels")
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    if cell_size is None:  # 8-pt labels need about 0.12 inch each
+        cell_size = max(2.2, 0.12 * max(t_q, t_k) + 0.3)
+    vmax = float(w.max()) if vmax is None else vmax
+    longest = max(map(len, q_labels + k_labels)) * 0.07  # room for the tick labels (inches)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell_size * ncols + longest + 1.2,
+                                                    cell_size * nrows + longest + 0.6),
+                             dpi=80, squeeze=False)
+    image = None
+    for i, ax in enumerate(axes.ravel()):
+        if i >= n:
+            ax.axis("off")
+            continue
+        image = ax.imshow(w[i], cmap=cmap, vmin=0.0, vmax=vmax)
+        ax.set_title(f"layer {i}", fontsize=9)
+        ax.set_xticks([]), ax.set_yticks([])
+        row, col = divmod(i, ncols)
+        if col == 0:
+            ax.set_yticks(range(t_q), q_labels, fontsize=8)
+        if row == nrows - 1 or i + ncols >= n:  # the lowest panel of its column
+            ax.set_xticks(range(t_k), k_labels, fontsize=8, rotation=90)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02, label="attention weight")
+    return fig
+
+
+def head_table(values, title=None, ax=None, vmin: float = 0.0, vmax: float = 1.0, cmap: str = "magma",
+               label: str | None = None, annotate: bool = True):
+    """A ``[layers, heads]`` table of one number per attention head as a heat map, with a
+    colour bar (``label``) and, when ``annotate``, each value written in its cell.
+
+    E.g. the scores of ``attention_patterns``. Returns the ``Axes``.
+    """
+    v = to_numpy(values)
+    if v.ndim != 2:
+        raise ValueError(f"values must be [layers, heads], got shape {v.shape}")
+    n_layers, n_heads = v.shape
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.45 * n_heads + 1.8, 0.38 * n_layers + 1.0), dpi=80)
+    im = ax.imshow(v, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(n_heads), [str(h) for h in range(n_heads)], fontsize=8)
+    ax.set_yticks(range(n_layers), [str(layer) for layer in range(n_layers)], fontsize=8)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    if annotate:
+        middle = vmin + 0.5 * (vmax - vmin)
+        for i in range(n_layers):
+            for j in range(n_heads):
+                ax.text(j, i, f"{v[i, j]:.2f}".lstrip("0") if 0 <= v[i, j] < 1 else f"{v[i, j]:.1f}",
+                        ha="center", va="center", fontsize=8, color="black" if v[i, j] > middle else "white")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
+    return ax

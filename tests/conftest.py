@@ -23,6 +23,20 @@ def zoo_cache(tmp_path, monkeypatch):
     return tmp_path / "zoo"
 
 
+@pytest.fixture
+def assert_global_rng_untouched(zoo_cache):
+    """``check(load)``: after ``load()`` on a cold and then a warm zoo cache, the global RNG
+    draws what it would have drawn without the load (training uses its own generators)."""
+    def check(load):
+        torch.manual_seed(123)
+        untouched = torch.randn(5)
+        for _ in ("cold", "warm"):
+            torch.manual_seed(123)
+            load()
+            assert torch.equal(torch.randn(5), untouched)
+    return check
+
+
 @pytest.fixture(scope="session")
 def local_hub(tmp_path_factory):
     """A Hugging Face cache folder holding the tiny models of tests/fixtures/make_local_hub.py (built once)."""

@@ -62,17 +62,8 @@ def test_bad_inputs(zoo_cache):
         load("digits-ddpm", progress=False, steps=2.5)
 
 
-def test_global_rng_is_the_same_after_a_cold_or_a_warm_load(zoo_cache):
-    def draws_after_load():
-        torch.manual_seed(123)
-        load("digits-ddpm", device="cpu", progress=False, **TINY)
-        return torch.randn(5)
-
-    torch.manual_seed(123)
-    untouched = torch.randn(5)
-    cold = draws_after_load()
-    warm = draws_after_load()
-    assert torch.equal(cold, untouched) and torch.equal(warm, untouched)
+def test_global_rng_is_the_same_after_a_cold_or_a_warm_load(assert_global_rng_untouched):
+    assert_global_rng_untouched(lambda: load("digits-ddpm", device="cpu", progress=False, **TINY))
 
 
 def test_cold_and_warm_loads_give_the_same_model_and_training_is_announced(zoo_cache, capsys):

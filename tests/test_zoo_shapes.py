@@ -55,17 +55,8 @@ def test_ldm_samples_and_reloads(zoo_cache):
     assert len(list(zoo_cache.glob("shapes-ldm-*.safetensors"))) == 1
 
 
-def test_global_rng_is_the_same_after_a_cold_or_a_warm_load(zoo_cache):
-    def draws_after_load():
-        torch.manual_seed(123)
-        load_ldm(device="cpu", progress=False, **LDM)
-        return torch.randn(5)
-
-    torch.manual_seed(123)
-    untouched = torch.randn(5)
-    cold = draws_after_load()
-    warm = draws_after_load()
-    assert torch.equal(cold, untouched) and torch.equal(warm, untouched)
+def test_global_rng_is_the_same_after_a_cold_or_a_warm_load(assert_global_rng_untouched):
+    assert_global_rng_untouched(lambda: load_ldm(device="cpu", progress=False, **LDM))
 
 
 def test_training_is_announced_on_a_cold_cache_only(zoo_cache, capsys):
