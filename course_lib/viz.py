@@ -75,7 +75,7 @@ def attention_heatmap(weights, q_labels=None, k_labels=None, ax=None, title=None
         top = w.max() if vmax is None else vmax
         for i in range(t_q):
             for j in range(t_k):
-                ax.text(j, i, f"{w[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                ax.text(j, i, f"{w[i, j]:.2f}", ha="center", va="center", fontsize=8,
                         color="black" if w[i, j] > 0.6 * top else "white")
     if title:
         ax.set_title(title)

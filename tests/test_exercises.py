@@ -66,6 +66,8 @@ def test_learner_exceptions_are_reported_not_raised(capsys):
     (ex.check_causal_mask, lambda: None),
     (ex.check_layer_norm, lambda x, w, b: x),  # no eps
     (ex.check_gelu, lambda x, y: x),
+    (ex.check_gelu_tanh, lambda x, y: x),
+    (ex.check_post_norm_block, lambda x: x),
     (ex.check_positional_encoding, lambda n: n),
     (ex.check_split_heads, lambda x: x),
 ])
@@ -97,8 +99,11 @@ def test_other_checks(capsys):
     assert ex.check_gelu(lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2))))
     capsys.readouterr()
     assert not ex.check_gelu(lambda x: F.gelu(x, approximate="tanh"))
-    assert "matches approximate='tanh'" in capsys.readouterr().out
+    assert "matches approximate='tanh'; call check_gelu_tanh(fn)" in capsys.readouterr().out
     assert ex.check_gelu(lambda x: F.gelu(x, approximate="tanh"), approximate="tanh")
+    assert ex.check_gelu_tanh(lambda x: F.gelu(x, approximate="tanh"))
+    assert not ex.check_gelu_tanh(lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2))))
+    assert "matches approximate='none'; call check_gelu(fn)" in capsys.readouterr().out
     assert not ex.check_gelu(torch.relu)
 
     def pe(n, d):
@@ -149,3 +154,38 @@ def test_every_notebook_from_01_has_at_least_two_checked_exercises():
         by_notebook.setdefault(e.notebook, set()).add(e.name)
     missing = [f"{n:02d}" for n in range(1, 13) if len(by_notebook.get(f"{n:02d}", ())) < 2]
     assert not missing, f"notebooks with fewer than two checked exercises: {missing}"
+
+
+def test_check_post_norm_block_tells_post_norm_from_pre_norm(capsys):
+    def post_norm(x, block):
+        x = block.ln_1(x + block.attn(x, causal=block.causal))
+        return block.ln_2(x + block.mlp(x))
+
+    assert ex.check_post_norm_block(post_norm)
+    capsys.readouterr()
+    assert not ex.check_post_norm_block(lambda x, block: block(x))  # the pre-norm block itself
+    assert "3 case(s) differ" in capsys.readouterr().out
+
+    def always_causal(x, block):
+        x = block.ln_1(x + block.attn(x, causal=True))
+        return block.ln_2(x + block.mlp(x))
+
+    assert not ex.check_post_norm_block(always_causal)
+    out = capsys.readouterr().out
+    assert "1 case(s) differ" in out and "bidirectional" in out
+
+
+def test_check_post_norm_block_leaves_the_global_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    ex.check_post_norm_block(lambda x, block: x)
+    torch.testing.assert_close(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("name", sorted(ex.EXERCISES))
+def test_not_yet_message_points_at_a_name_reveal_knows(name, capsys):
+    exercise = ex.EXERCISES[name]
+    exercise.run(_stub_like(exercise.reference()))
+    out = capsys.readouterr().out
+    assert f"exercises.reveal({name!r})" in out, out

@@ -1,13 +1,15 @@
-"""Notebook 02 (transformer block): checks for LayerNorm and GELU."""
+"""Notebook 02 (transformer block): checks for LayerNorm, GELU and a post-norm block."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from ..device import seeded
+from ..transformer import TransformerBlock
 from .core import Case, describe_difference, generator, register, require_signature, run_cases
 
-__all__ = ["check_layer_norm", "check_gelu"]
+__all__ = ["check_layer_norm", "check_gelu", "check_gelu_tanh", "check_post_norm_block"]
 
 
 def check_layer_norm(fn, seed: int = 0) -> bool:
@@ -39,17 +41,58 @@ def check_gelu(fn, approximate: str = "none", seed: int = 0) -> bool:
     xs = [torch.linspace(-6, 6, 101), torch.randn(3, 7, generator=g) * 2]
     cases = [Case(f"x of shape {list(x.shape)}", (x,), F.gelu(x, approximate=approximate)) for x in xs]
     other = "tanh" if approximate == "none" else "none"
-    ok = run_cases(f"check_gelu (approximate={approximate!r})", fn, cases, atol=1e-5, rtol=1e-5)
+    name = "check_gelu" if approximate == "none" else "check_gelu_tanh"  # the registered names (reveal)
+    ok = run_cases(name, fn, cases, atol=1e-5, rtol=1e-5)
     if not ok:
         try:
             if all(describe_difference(fn(x), F.gelu(x, approximate=other), 1e-5, 1e-5) is None for x in xs):
-                print(f"   note: your function matches approximate={other!r}; "
-                      f"call check_gelu(fn, approximate={other!r}) if that is what you meant")
+                print(f"   note: your function matches approximate={other!r}; call "
+                      + ("check_gelu_tanh(fn)" if other == "tanh" else "check_gelu(fn)") + " if that is what you meant")
         except Exception:
             pass
     return ok
 
 
+def check_gelu_tanh(fn, seed: int = 0) -> bool:
+    """Check ``fn(x)`` against GPT-2's tanh approximation of GELU: ``check_gelu(fn, approximate="tanh")``."""
+    return check_gelu(fn, approximate="tanh", seed=seed)
+
+
+def _post_norm_block(x: torch.Tensor, block: TransformerBlock) -> torch.Tensor:
+    """The post-norm block of the original transformer (Vaswani et al. 2017, §3.1:
+    ``LayerNorm(x + Sublayer(x))``), built from a pre-norm ``TransformerBlock``'s parts."""
+    x = block.ln_1(x + block.attn(x, causal=block.causal))  # [B, T, d_model]
+    return block.ln_2(x + block.mlp(x))  # [B, T, d_model]
+
+
+def check_post_norm_block(fn, seed: int = 0) -> bool:
+    """Check ``fn(x, block)``: a post-norm block from the parts of ``block`` (a ``TransformerBlock``).
+
+    ``x <- ln_1(x + attn(x))``, then ``x <- ln_2(x + mlp(x))``, attention causal when
+    ``block.causal``. Cases: causal and bidirectional blocks with random weights
+    (LayerNorm gains and biases included), several shapes.
+    """
+    require_signature(fn, "fn(x, block)", 2)
+    g = generator(seed)
+    cases = []
+    for i, (b, t, d, h, causal) in enumerate([(1, 4, 16, 2, True), (2, 6, 32, 4, True), (2, 5, 16, 4, False)]):
+        with seeded(seed + i):  # leaves the caller's random state as it was
+            block = TransformerBlock(d, h, causal=causal).eval()
+        with torch.no_grad():
+            for p in block.parameters():  # random gains and biases too, so every part matters
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        x = torch.randn(b, t, d, generator=g) * 2
+        with torch.no_grad():
+            expected = _post_norm_block(x, block)
+        label = f"B={b} T={t} d_model={d} heads={h}, {'causal' if causal else 'bidirectional'}"
+        cases.append(Case(label, (x, block), expected))
+    with torch.no_grad():
+        return run_cases("check_post_norm_block", fn, cases, atol=1e-5, rtol=1e-4,
+                         hint="add first, then normalise: ln_1(x + attn(x, causal=block.causal)), "
+                              "then ln_2(x + mlp(x)); no LayerNorm before a sub-layer")
+
+
 register(check_layer_norm, "02", "nb02_transformer_block:my_layer_norm")
 register(check_gelu, "02", "nb02_transformer_block:my_gelu")
-register(check_gelu, "02", "nb02_transformer_block:my_gelu_tanh", name="check_gelu_tanh", approximate="tanh")
+register(check_gelu_tanh, "02", "nb02_transformer_block:my_gelu_tanh")
+register(check_post_norm_block, "02", "nb02_transformer_block:my_post_norm_block")

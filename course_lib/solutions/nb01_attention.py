@@ -20,7 +20,15 @@ def my_attention(q, k, v, mask=None):
 
 
 def my_split_heads(x, n_heads):
-    """[B, T, C] -> [B, n_heads, T, C // n_heads]: view the channels as heads, then swap T and H."""
+    """[B, T, C] -> [B, n_heads, T, C // n_heads]: view the channels as heads, then swap T and H.
+
+    Why ``x.view(B, n_heads, T, C // n_heads)`` is wrong although its shape is right: ``view``
+    only reinterprets memory, which is laid out as [B, T, C] (token after token). Cut into
+    ``n_heads`` blocks along that order, "head 0" would hold the first T/n_heads *tokens*
+    (all of their channels, folded into rows) instead of the first C/n_heads channels of
+    *every* token. Splitting the last axis first (``view(B, T, H, C/H)``) keeps each token's
+    slice together; the transpose then only moves the head axis in front of T.
+    """
     B, T, C = x.shape
     return x.view(B, T, n_heads, C // n_heads).transpose(1, 2)
 

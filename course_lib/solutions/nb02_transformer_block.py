@@ -20,3 +20,9 @@ def my_gelu(x):
 def my_gelu_tanh(x):
     """GPT-2's tanh approximation of GELU."""
     return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+def my_post_norm_block(x, block):
+    """Post-norm (Vaswani et al. 2017): add the sub-layer's output first, then normalise."""
+    x = block.ln_1(x + block.attn(x, causal=block.causal))  # [B, T, d_model]
+    return block.ln_2(x + block.mlp(x))  # [B, T, d_model]
