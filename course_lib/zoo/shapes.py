@@ -4,7 +4,7 @@ Two models, each of the real architecture at a CPU-sized scale, trained
 deterministically on first use and cached (keyed by config, data and recipe):
 
 * ``"shapes-vae"`` — ``load_vae()``: the SD autoencoder (``course_lib.autoencoder``),
-  32×32 images → 4×16×16 latents (one halving), trained on reconstruction plus a
+  32×32 images → 4×8×8 latents (two halvings), trained on reconstruction plus a
   small KL term (Rombach et al. 2022, sec. 3.1). Its ``scaling_factor`` is measured
   on the training latents (1 / their standard deviation), the way SD's 0.18215 was.
 * ``"shapes-ldm"`` — ``load_ldm()``: a CLIP-architecture text encoder
@@ -14,7 +14,10 @@ deterministically on first use and cached (keyed by config, data and recipe):
   word and the position phrase each with probability ``p_size`` / ``p_position``, so
   a model learns every attribute alone and together; and ``cond_dropout`` of them
   are replaced by the empty prompt, so that one network is both conditional and
-  unconditional (classifier-free guidance, Ho & Salimans 2022, sec. 3.2).
+  unconditional (classifier-free guidance, Ho & Salimans 2022, sec. 3.2) — more of
+  them (``low_noise_dropout``) at low noise, where the picture already shows the
+  kind. The loss weights each timestep by min(SNR, γ)/SNR (min-SNR weighting, Hang
+  et al. 2023), which keeps the many easy low-noise steps from dominating.
 
 Both train with ``course_lib.train.train`` (AdamW, warm-up + cosine, EMA) on
 ``course_lib.device.get_device()`` unless told otherwise; every random draw of
@@ -41,7 +44,7 @@ from ..clip import CLIPTextConfig, CLIPTextEncoder, WordTokenizer
 from ..data.shapes import (SHAPE_COLORS, SHAPE_KINDS, SHAPE_POSITIONS, SHAPE_SIZES, make_shapes,
                            shape_caption)
 from ..device import randn, seeded
-from ..diffusion import SCHEDULES, SchedulerConfig, alpha_bar, diffusion_loss, make_betas
+from ..diffusion import SCHEDULES, SchedulerConfig, alpha_bar, diffusion_loss, make_betas, q_sample, snr
 from ..latent_diffusion import LatentDiffusion
 from ..train import train
 from ..unet import UNetConfig, UNetModel
@@ -50,7 +53,7 @@ from .common import load_cached, load_or_train, make_config, training_device
 
 # Version of the training code below. Raise it whenever a change to it changes the
 # trained weights: it is part of the cache key, so stale checkpoints are not loaded.
-RECIPE = 3
+RECIPE = 4
 VAE_SECONDS_PER_STEP = 0.2  # on a 2-core CPU, for the line printed before training
 LDM_SECONDS_PER_STEP = 0.3
 
@@ -71,17 +74,17 @@ RECONSTRUCTION_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 @dataclass
 class ShapesVAEConfig:
     image_size: int = 32
-    block_out_channels: tuple = (32, 64)  # two levels: 32×32 → 16×16 latents
+    block_out_channels: tuple = (16, 32, 32)  # three levels: 32×32 → 8×8 latents (factor 4)
     latent_channels: int = 4
     layers_per_block: int = 1
     norm_num_groups: int = 8
     n_images: int = 4096
-    steps: int = 600
+    steps: int = 1000
     batch_size: int = 32
     lr: float = 2e-3
     warmup_steps: int = 50
     loss: str = "mse"  # per-pixel reconstruction loss: "mse" or "l1" (SD's autoencoder: L1 + perceptual + GAN)
-    kl_weight: float = 1e-6  # per latent element, relative to the per-pixel reconstruction loss
+    kl_weight: float = 1e-4  # per latent element, relative to the per-pixel reconstruction loss
     seed: int = 0
 
     def __post_init__(self):
@@ -97,7 +100,7 @@ class ShapesVAEConfig:
 class ShapesLDMConfig:
     vae: ShapesVAEConfig = field(default_factory=ShapesVAEConfig)
     unet_channels: tuple = (32, 64)
-    unet_attention: tuple = (True, True)  # cross-attention at each UNet level
+    unet_attention: tuple = (False, True)  # cross-attention only at the coarse (4×4) level
     unet_heads: int = 4
     unet_layers_per_block: int = 1
     text_width: int = 64
@@ -105,14 +108,17 @@ class ShapesLDMConfig:
     text_heads: int = 4
     max_length: int = 10
     n_images: int = 8192
-    steps: int = 900
+    steps: int = 1200
     batch_size: int = 48
     lr: float = 2e-3
     warmup_steps: int = 50
-    p_size: float = 0.5  # how often a training caption names the size ...
-    p_position: float = 0.5  # ... and the position
+    p_size: float = 0.8  # how often a training caption names the size ...
+    p_position: float = 0.8  # ... and the position
     cond_dropout: float = 0.1  # fraction of captions replaced by "" (for guidance)
+    low_noise_t: int = 400  # below this timestep ...
+    low_noise_dropout: float = 0.5  # ... this fraction of captions is replaced by "" instead
     ema_decay: float = 0.995
+    min_snr_gamma: float = 5.0  # weight timesteps by min(SNR, γ) / SNR (Hang et al. 2023, eq. 7); 0 = plain ε-MSE
     schedule: str = "scaled_linear"  # the β schedule of training and sampling (SD v1's; course_lib.diffusion)
     seed: int = 1
 
@@ -260,14 +266,19 @@ def train_ldm(config: ShapesLDMConfig, vae: Autoencoder, device=None, progress: 
         says_size = torch.rand(b, generator=g) < config.p_size
         says_position = torch.rand(b, generator=g) < config.p_position
         ids = ids_all[idx, 2 * says_size.long() + says_position.long()]  # [B, L]
-        ids[torch.rand(b, generator=g) < config.cond_dropout] = empty
         t = torch.randint(0, len(alphas_cumprod), (b,), generator=g)
+        p_drop = torch.where(t < config.low_noise_t, config.low_noise_dropout, config.cond_dropout)  # [B]
+        ids[torch.rand(b, generator=g) < p_drop] = empty
         return z0, ids, t, randn(z0.shape, generator=g)
 
     def loss_fn(model, b):
         z0, ids, t, noise = b
-        return diffusion_loss(lambda z_t, tt: model(z_t, tt, ids), z0, alphas_cumprod.to(z0.device), t=t,
-                              noise=noise)
+        ab = alphas_cumprod.to(z0.device)
+        if not config.min_snr_gamma:
+            return diffusion_loss(lambda z_t, tt: model(z_t, tt, ids), z0, ab, t=t, noise=noise)
+        per_sample = ((model(q_sample(z0, t, noise, ab), t, ids) - noise) ** 2).mean((1, 2, 3))  # [B]
+        ratio = snr(ab)[t]  # SNR(t) = ᾱ_t / (1 − ᾱ_t)  [B]
+        return (per_sample * ratio.clamp(max=config.min_snr_gamma) / ratio).mean()
 
     with seeded(config.seed):  # parameter initialisation
         model = TextConditionedUNet(CLIPTextEncoder(config.text_config(tokenizer.vocab_size)),
