@@ -35,14 +35,14 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from . import pipelines
-from .pipelines import CrossAttentionMaps, PipelineResult, erase, repaint_schedule  # noqa: F401  (public here too)
+from .pipelines import (CrossAttentionMaps, PipelineResult, downsample_mask, erase,  # noqa: F401  (public here too)
+                        repaint_schedule)
 from .schedules import SchedulerConfig
 
 __all__ = ["LatentDiffusion", "PipelineResult", "CrossAttentionMaps", "load_stable_diffusion", "SD15_REPO",
-           "repaint_schedule", "erase"]
+           "repaint_schedule", "erase", "downsample_mask"]
 
 SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
@@ -198,8 +198,7 @@ class LatentDiffusion:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
         m = self.pixel_mask(mask, image)  # [B, 1, H, W]
-        coverage = F.avg_pool2d(m, self.factor)  # [B, 1, h, w] fraction of masked pixels per cell
-        return (coverage >= threshold - 1e-6).float().to(self.device)
+        return downsample_mask(m, self.factor, threshold).to(self.device)
 
     def pixel_mask(self, mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """Check a mask against the image; return it as floats {0, 1} [B, 1, H, W]."""

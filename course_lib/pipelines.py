@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import torch
+import torch.nn.functional as F
 
 from .checks import check_choice, check_int, check_number
 from .device import randn
@@ -36,7 +37,7 @@ if TYPE_CHECKING:  # for the annotations only: latent_diffusion imports this mod
     from .latent_diffusion import LatentDiffusion
 
 __all__ = ["text_to_image", "image_to_image", "inpaint", "PipelineResult", "CrossAttentionMaps", "erase",
-           "repaint_schedule", "OUTPUT_TYPES"]
+           "downsample_mask", "repaint_schedule", "OUTPUT_TYPES"]
 
 OUTPUT_TYPES = ("image", "latent")
 
@@ -89,6 +90,27 @@ def erase(image: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
     keep = 1 - pixel_mask
     mean = (image * keep).sum((2, 3), keepdim=True) / keep.sum((2, 3), keepdim=True).clamp(min=1)  # [B, 3, 1, 1]
     return image * keep + mean * pixel_mask
+
+
+def downsample_mask(pixel_mask: torch.Tensor, factor: int, threshold: float = 0.5) -> torch.Tensor:
+    """Pixel mask [B, 1, H, W] (1 = repaint) -> latent mask [B, 1, H/f, W/f] of floats {0, 1}.
+
+    One latent cell covers ``factor``×``factor`` pixels (f = 8 for SD); it is regenerated
+    when at least ``threshold`` of them are masked: the average over the cell, compared
+    with the threshold (0.5: what nearest-neighbour downsampling gives on average, the
+    latent masks of Blended Latent Diffusion, Avrahami et al. 2023, sec. 3).
+    """
+    if not isinstance(pixel_mask, torch.Tensor) or pixel_mask.dim() != 4 or pixel_mask.shape[1] != 1:
+        got = tuple(pixel_mask.shape) if isinstance(pixel_mask, torch.Tensor) else type(pixel_mask).__name__
+        raise ValueError(f"pixel_mask must be a tensor [B, 1, H, W], got {got}")
+    check_int("factor", factor, 1)
+    h, w = pixel_mask.shape[-2:]
+    if h % factor or w % factor:
+        raise ValueError(f"mask side {h}x{w} is not divisible by the factor {factor}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+    coverage = F.avg_pool2d(pixel_mask.float(), factor)  # [B, 1, h, w] masked fraction per cell
+    return (coverage >= threshold * (1 - 1e-6)).float()  # a relative slack for rounding, so 1e-6 means "any pixel"
 
 
 def repaint_schedule(n_steps: int, jump_length: int, jump_n_sample: int) -> list[int]:

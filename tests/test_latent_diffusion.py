@@ -323,3 +323,22 @@ def test_unsupported_scheduler_config_is_refused_on_load(tmp_path, sd_folder):
     path.write_text(json.dumps({**config, "prediction_type": "sample"}))
     with pytest.raises(ValueError, match="prediction_type must be one of 'epsilon', 'v_prediction'"):
         load_stable_diffusion(str(folder), device="cpu")
+
+
+def test_downsample_mask_counts_the_masked_share_of_each_cell():
+    from course_lib.latent_diffusion import downsample_mask
+
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[0, 0, :4, :4] = 1  # the whole top-left cell of 4x4 pixels
+    mask[0, 0, 4:6, 4:8] = 1  # half of the bottom-right cell
+    mask[0, 0, 0, 4] = 1  # one pixel of the top-right cell
+    cells = [[1.0, 0.0], [0.0, 1.0]]  # >= half: kept as 1
+    assert downsample_mask(mask, 4).tolist() == [[cells]]
+    assert downsample_mask(mask, 4, threshold=0.6).tolist() == [[[[1.0, 0.0], [0.0, 0.0]]]]
+    assert downsample_mask(mask, 4, threshold=1e-6).tolist() == [[[[1.0, 1.0], [0.0, 1.0]]]]  # any pixel
+    with pytest.raises(ValueError, match="not divisible"):
+        downsample_mask(torch.zeros(1, 1, 6, 8), 4)
+    with pytest.raises(ValueError, match=r"\[B, 1, H, W\]"):
+        downsample_mask(torch.zeros(8, 8), 4)
+    with pytest.raises(ValueError, match="threshold"):
+        downsample_mask(mask, 4, threshold=1.5)
