@@ -136,13 +136,20 @@ def velocity(x0, noise, t, alphas_cumprod):
 
 
 def diffusion_loss(model_fn: Callable, x0: torch.Tensor, alphas_cumprod: torch.Tensor, t=None, noise=None,
-                   generator: torch.Generator | None = None, prediction_type: str = "epsilon") -> torch.Tensor:
+                   generator: torch.Generator | None = None, prediction_type: str = "epsilon",
+                   min_snr_gamma: float | None = None) -> torch.Tensor:
     """The simple DDPM loss (Algorithm 1): MSE between the model's output and ε (or v).
 
     ``model_fn(x_t, t) -> prediction`` with x_t ``[B, ...]`` and t a LongTensor ``[B]``.
     t defaults to uniform draws from {0, …, N-1}, noise to N(0, I), both from ``generator``.
+    ``min_snr_gamma`` = γ weights each sample's MSE by min(SNR_t, γ) / SNR_t for ε
+    (min(SNR_t, γ) / (SNR_t + 1) for v): min-SNR-γ weighting (Hang et al. 2023, "Efficient
+    Diffusion Training via Min-SNR Weighting Strategy"), which keeps the many easy low-noise
+    timesteps from dominating. None: the plain MSE.
     """
     check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+    if min_snr_gamma is not None:
+        check_number("min_snr_gamma", min_snr_gamma, 0.0, low_open=True)
     n, b = alphas_cumprod.shape[0], x0.shape[0]
     if t is None:  # drawn on the generator's device, then moved (as the noise, device.randn)
         gen_device = generator.device if generator is not None else torch.device("cpu")
@@ -154,7 +161,12 @@ def diffusion_loss(model_fn: Callable, x0: torch.Tensor, alphas_cumprod: torch.T
     pred = model_fn(x_t, t)
     if pred.shape != target.shape:
         raise ValueError(f"model output shape {tuple(pred.shape)} must equal the input shape {tuple(target.shape)}")
-    return F.mse_loss(pred, target)
+    if min_snr_gamma is None:
+        return F.mse_loss(pred, target)
+    per_sample = ((pred - target) ** 2).mean(dim=tuple(range(1, pred.dim())))  # [B]
+    ratio = snr(alphas_cumprod)[t]  # SNR_t = ᾱ_t / (1 − ᾱ_t)  [B]
+    denominator = ratio if prediction_type == "epsilon" else ratio + 1
+    return (per_sample * ratio.clamp(max=min_snr_gamma) / denominator).mean()
 
 
 # ----------------------------------------------------------------------------- samplers

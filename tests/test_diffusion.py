@@ -238,6 +238,24 @@ def test_loss_is_mse_to_noise():
     assert diffusion_loss(f, x0, ab, generator=g1).item() == diffusion_loss(f, x0, ab, generator=g2).item()
 
 
+def test_min_snr_weighting_scales_each_sample_by_min_snr_gamma_over_snr():
+    ab = alpha_bar(make_betas("scaled_linear", 1000))
+    t = torch.tensor([5, 300, 900])  # SNR far above, near and below γ = 5
+    x0, noise = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    zero = lambda xt, tt: torch.zeros_like(xt)  # noqa: E731  per-sample MSE = mean(noise²)
+    snr_t = ab[t] / (1 - ab[t])
+    per_sample = (noise**2).mean((1, 2, 3))
+    weight = snr_t.clamp(max=5.0) / snr_t  # Hang et al. 2023, ε-prediction
+    got = diffusion_loss(zero, x0, ab, t=t, noise=noise, min_snr_gamma=5.0)
+    torch.testing.assert_close(got, (per_sample * weight).mean())
+    assert weight[0] < 0.1 and weight[2] == 1.0  # the easy low-noise step is down-weighted
+    # γ above every SNR: every weight is 1, the plain MSE
+    torch.testing.assert_close(diffusion_loss(zero, x0, ab, t=t, noise=noise, min_snr_gamma=1e9),
+                               diffusion_loss(zero, x0, ab, t=t, noise=noise))
+    with pytest.raises(ValueError, match="min_snr_gamma"):
+        diffusion_loss(zero, x0, ab, t=t, noise=noise, min_snr_gamma=0.0)
+
+
 def test_slerp_stays_on_sphere():
     a, b = torch.randn(2, 4096), torch.randn(2, 4096)
     torch.testing.assert_close(slerp(a, b, 0.0), a)

@@ -44,7 +44,7 @@ from ..clip import CLIPTextConfig, CLIPTextEncoder, WordTokenizer
 from ..data.shapes import (SHAPE_COLORS, SHAPE_KINDS, SHAPE_POSITIONS, SHAPE_SIZES, make_shapes,
                            shape_caption)
 from ..device import randn, seeded
-from ..diffusion import SCHEDULES, SchedulerConfig, alpha_bar, diffusion_loss, make_betas, q_sample, snr
+from ..diffusion import SCHEDULES, SchedulerConfig, alpha_bar, diffusion_loss, make_betas
 from ..latent_diffusion import LatentDiffusion
 from ..train import train
 from ..unet import UNetConfig, UNetModel
@@ -118,7 +118,7 @@ class ShapesLDMConfig:
     low_noise_t: int = 400  # below this timestep ...
     low_noise_dropout: float = 0.5  # ... this fraction of captions is replaced by "" instead
     ema_decay: float = 0.995
-    min_snr_gamma: float = 5.0  # weight timesteps by min(SNR, γ) / SNR (Hang et al. 2023, eq. 7); 0 = plain ε-MSE
+    min_snr_gamma: float = 5.0  # weight timesteps by min(SNR, γ) / SNR (Hang et al. 2023; diffusion_loss); 0 = plain ε-MSE
     schedule: str = "scaled_linear"  # the β schedule of training and sampling (SD v1's; course_lib.diffusion)
     seed: int = 1
 
@@ -273,12 +273,8 @@ def train_ldm(config: ShapesLDMConfig, vae: Autoencoder, device=None, progress: 
 
     def loss_fn(model, b):
         z0, ids, t, noise = b
-        ab = alphas_cumprod.to(z0.device)
-        if not config.min_snr_gamma:
-            return diffusion_loss(lambda z_t, tt: model(z_t, tt, ids), z0, ab, t=t, noise=noise)
-        per_sample = ((model(q_sample(z0, t, noise, ab), t, ids) - noise) ** 2).mean((1, 2, 3))  # [B]
-        ratio = snr(ab)[t]  # SNR(t) = ᾱ_t / (1 − ᾱ_t)  [B]
-        return (per_sample * ratio.clamp(max=config.min_snr_gamma) / ratio).mean()
+        return diffusion_loss(lambda z_t, tt: model(z_t, tt, ids), z0, alphas_cumprod.to(z0.device), t=t,
+                              noise=noise, min_snr_gamma=config.min_snr_gamma or None)
 
     with seeded(config.seed):  # parameter initialisation
         model = TextConditionedUNet(CLIPTextEncoder(config.text_config(tokenizer.vocab_size)),
