@@ -127,3 +127,37 @@ def test_training_captions_say_each_attribute_alone_and_together():
         base = f"{SHAPE_COLORS[c]} {SHAPE_KINDS[k]}"
         size, where = SHAPE_SIZES[int(big)], SHAPE_POSITIONS[p]
         assert row == [f"a {base}", f"a {base} {where}", f"a {size} {base}", f"a {size} {base} {where}"]
+
+
+def _numbered_captions(n: int) -> torch.Tensor:
+    """ids_all [n, 4, 2] whose caption (image i, variant v) is the token pair (i, v): each says whose it is."""
+    i = torch.arange(n).view(n, 1, 1).expand(n, 4, 1)
+    v = torch.arange(4).view(1, 4, 1).expand(n, 4, 1)
+    return torch.cat([i, v], dim=-1)
+
+
+def test_training_captions_drop_and_shuffle_by_noise_level():
+    n, b = 500, 40000
+    config = shapes.ShapesLDMConfig(p_size=0.5, p_position=0.5, cond_dropout=0.1, low_noise_t=400,
+                                    low_noise_dropout=0.2, low_noise_shuffle=0.6)
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, n, (b,), generator=g)
+    t = torch.randint(0, 1000, (b,), generator=g)
+    empty = torch.tensor([-1, -1])
+    ids = shapes.training_captions(_numbered_captions(n), idx, t, empty, config, g)  # [B, 2]
+    dropped = (ids == empty).all(-1)
+    own, other = ~dropped & (ids[:, 0] == idx), ~dropped & (ids[:, 0] != idx)
+    low = t < 400
+    assert abs(dropped[low].float().mean() - 0.2) < 0.015 and abs(dropped[~low].float().mean() - 0.1) < 0.015
+    assert abs(other[low].float().mean() - 0.6) < 0.015  # shuffled (a shuffle onto itself is 1 in 500)
+    assert not other[~low].any()  # at high noise a caption is its image's own or empty
+    assert abs(own[~low].float().mean() - 0.9) < 0.015
+    variant = ids[~dropped, 1]  # 2·says_size + says_position, each half the time
+    assert abs((variant >= 2).float().mean() - 0.5) < 0.015 and abs((variant % 2).float().mean() - 0.5) < 0.015
+
+
+def test_caption_fractions_are_checked():
+    with pytest.raises(ValueError, match="low_noise_dropout \\+ low_noise_shuffle must be at most 1"):
+        shapes.ShapesLDMConfig(low_noise_dropout=0.5, low_noise_shuffle=0.6)
+    with pytest.raises(ValueError, match="cond_dropout"):
+        shapes.ShapesLDMConfig(cond_dropout=1.5)

@@ -9,15 +9,19 @@ deterministically on first use and cached (keyed by config, data and recipe):
   on the training latents (1 / their standard deviation), the way SD's 0.18215 was.
 * ``"shapes-ldm"`` — ``load_ldm()``: a CLIP-architecture text encoder
   (``course_lib.clip``) and the SD UNet (``course_lib.unet``) trained *jointly* with
-  the ε-prediction loss on the VAE's latents (Ho et al. 2020, eq. 14). The captions
-  are written afresh every step from the labels: colour and kind always, the size
-  word and the position phrase each with probability ``p_size`` / ``p_position``, so
-  a model learns every attribute alone and together; and ``cond_dropout`` of them
-  are replaced by the empty prompt, so that one network is both conditional and
-  unconditional (classifier-free guidance, Ho & Salimans 2022, sec. 3.2) — more of
-  them (``low_noise_dropout``) at low noise, where the picture already shows the
-  kind. The loss weights each timestep by min(SNR, γ)/SNR (min-SNR weighting, Hang
-  et al. 2023), which keeps the many easy low-noise steps from dominating.
+  the ε-prediction loss on the VAE's latents (Ho et al. 2020, eq. 14) — the posterior
+  means, so the UNet spends nothing on modelling the encoder's noise. The captions
+  are written afresh every step from the labels (``training_captions``): colour and
+  kind always, the size word and the position phrase each with probability
+  ``p_size`` / ``p_position``, so a model learns every attribute alone and together;
+  ``cond_dropout`` of them are replaced by the empty prompt, so that one network is
+  both conditional and unconditional (classifier-free guidance, Ho & Salimans 2022,
+  sec. 3.2). At low noise (t < ``low_noise_t``), where the picture already shows its
+  colour and kind, more are empty and most are *another image's* caption: the network
+  learns to believe the picture there, so guidance does not pinch a shape that is
+  already drawn and image-to-image at low strength keeps its picture. The loss weights
+  each timestep by min(SNR, γ)/SNR (min-SNR weighting, Hang et al. 2023), which keeps
+  the many easy low-noise steps from dominating.
 
 Both train with ``course_lib.train.train`` (AdamW, warm-up + cosine, EMA) on
 ``course_lib.device.get_device()`` unless told otherwise; every random draw of
@@ -39,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..autoencoder import Autoencoder, AutoencoderConfig
-from ..checks import check_choice
+from ..checks import check_choice, check_number
 from ..clip import CLIPTextConfig, CLIPTextEncoder, WordTokenizer
 from ..data.shapes import (SHAPE_COLORS, SHAPE_KINDS, SHAPE_POSITIONS, SHAPE_SIZES, make_shapes,
                            shape_caption)
@@ -51,11 +55,13 @@ from ..unet import UNetConfig, UNetModel
 from .cache import cache_path, fingerprint
 from .common import load_cached, load_or_train, make_config, training_device
 
-# Version of the training code below. Raise it whenever a change to it changes the
-# trained weights: it is part of the cache key, so stale checkpoints are not loaded.
-RECIPE = 4
+# Versions of the training code below, one per model. Raise one whenever a change to the
+# code changes that model's trained weights: it is part of the cache key, so stale
+# checkpoints are not loaded.
+VAE_RECIPE = 4
+LDM_RECIPE = 5  # 5: noisy captions at low noise (``training_captions``), latents = posterior means
 VAE_SECONDS_PER_STEP = 0.2  # on a 2-core CPU, for the line printed before training
-LDM_SECONDS_PER_STEP = 0.3
+LDM_SECONDS_PER_STEP = 0.12
 
 __all__ = ["ShapesVAEConfig", "ShapesLDMConfig", "ShapesLDM", "TextConditionedUNet", "load_vae", "load_ldm",
            "train_vae", "train_ldm", "shapes_tokenizer"]
@@ -108,22 +114,29 @@ class ShapesLDMConfig:
     text_heads: int = 4
     max_length: int = 10
     n_images: int = 8192
-    steps: int = 1200
-    batch_size: int = 48
+    steps: int = 3000
+    batch_size: int = 64
     lr: float = 2e-3
     warmup_steps: int = 50
     p_size: float = 0.8  # how often a training caption names the size ...
     p_position: float = 0.8  # ... and the position
     cond_dropout: float = 0.1  # fraction of captions replaced by "" (for guidance)
-    low_noise_t: int = 400  # below this timestep ...
-    low_noise_dropout: float = 0.5  # ... this fraction of captions is replaced by "" instead
+    low_noise_t: int = 500  # below this timestep ...
+    low_noise_dropout: float = 0.2  # ... this fraction of captions is replaced by "" instead
+    low_noise_shuffle: float = 0.6  # ... and this fraction by another image's caption (training_captions)
     ema_decay: float = 0.995
+    sample_posterior: bool = False  # train on posterior samples z ~ q(z|x) (SD's way) or on their means
     min_snr_gamma: float = 5.0  # weight timesteps by min(SNR, γ) / SNR (Hang et al. 2023; diffusion_loss); 0 = plain ε-MSE
     schedule: str = "scaled_linear"  # the β schedule of training and sampling (SD v1's; course_lib.diffusion)
     seed: int = 1
 
     def __post_init__(self):
         check_choice("schedule", self.schedule, SCHEDULES)
+        for name in ("p_size", "p_position", "cond_dropout", "low_noise_dropout", "low_noise_shuffle"):
+            check_number(name, getattr(self, name), 0.0, 1.0)
+        if self.low_noise_dropout + self.low_noise_shuffle > 1:
+            raise ValueError(f"low_noise_dropout + low_noise_shuffle must be at most 1 (they are fractions of the "
+                             f"same captions), got {self.low_noise_dropout} + {self.low_noise_shuffle}")
 
     def unet_config(self) -> UNetConfig:
         return UNetConfig.small(block_out_channels=self.unet_channels, cross_attention_levels=self.unet_attention,
@@ -189,7 +202,7 @@ def load_vae(config: ShapesVAEConfig | dict | None = None, *, device=None, retra
     """
     config = make_config(ShapesVAEConfig, config, overrides, "shapes-vae")
     device = training_device(device)
-    path = cache_path("shapes-vae", config, data=_data_key(config.seed, config.image_size), recipe=RECIPE)
+    path = cache_path("shapes-vae", config, data=_data_key(config.seed, config.image_size), recipe=VAE_RECIPE)
 
     def fit():
         start = time.perf_counter()
@@ -246,6 +259,39 @@ def _caption_variants(labels: dict, tokenizer: WordTokenizer) -> torch.Tensor:
     return tokenizer(variants).view(len(labels["color"]), 4, -1)
 
 
+def training_captions(ids_all: torch.Tensor, idx: torch.Tensor, t: torch.Tensor, empty: torch.Tensor,
+                      config: ShapesLDMConfig, g: torch.Generator) -> torch.Tensor:
+    """Token ids [B, L] of the captions for images ``idx`` [B] noised to timesteps ``t`` [B].
+
+    ids_all: [N, 4, L], every caption of every image (``_caption_variants``); empty: [L].
+    Each caption names colour and kind, and the size / position with probability
+    ``p_size`` / ``p_position``. Then one uniform draw u per image decides:
+
+    * u < p_drop → the empty prompt, so that the network also learns ε(z_t, t, ∅)
+      for guidance (p_drop = ``cond_dropout``, or ``low_noise_dropout`` when
+      t < ``low_noise_t``);
+    * t < ``low_noise_t`` and the next ``low_noise_shuffle`` of u → the caption of
+      another, random image: *noisy captions*. Where the picture already shows its
+      colour and kind, the network learns to believe the picture rather than the
+      words, so its conditional and unconditional predictions agree there: guidance
+      has no difference left to exaggerate (no pinched sides on a square that is
+      already drawn), and image-to-image at low strength keeps what the image shows,
+      as SDEdit should (Meng et al. 2022) — web captions are noisy in the same way.
+    """
+    b = len(idx)
+    says_size = torch.rand(b, generator=g) < config.p_size
+    says_position = torch.rand(b, generator=g) < config.p_position
+    variant = 2 * says_size.long() + says_position.long()  # [B] which of the four captions
+    low = t < config.low_noise_t  # [B]
+    p_drop = torch.where(low, config.low_noise_dropout, config.cond_dropout)  # [B]
+    u = torch.rand(b, generator=g)
+    other = torch.randint(0, len(ids_all), (b,), generator=g)  # whose caption a shuffled one gets
+    shuffled = low & (u >= p_drop) & (u < p_drop + config.low_noise_shuffle)
+    ids = ids_all[torch.where(shuffled, other, idx), variant]  # [B, L]
+    ids[u < p_drop] = empty
+    return ids
+
+
 def train_ldm(config: ShapesLDMConfig, vae: Autoencoder, device=None, progress: bool = True) -> ShapesLDM:
     """Train the text encoder and UNet jointly on the VAE's latents (ε-prediction, DDPM eq. 14)."""
     device = training_device(device)
@@ -262,14 +308,12 @@ def train_ldm(config: ShapesLDMConfig, vae: Autoencoder, device=None, progress: 
     def batch(step):
         b = config.batch_size
         idx = torch.randint(0, config.n_images, (b,), generator=g)
-        z0 = (mean[idx] + std[idx] * randn(mean[idx].shape, generator=g)) * scale  # [B, C, h, w]
-        says_size = torch.rand(b, generator=g) < config.p_size
-        says_position = torch.rand(b, generator=g) < config.p_position
-        ids = ids_all[idx, 2 * says_size.long() + says_position.long()]  # [B, L]
+        z0 = mean[idx]  # [B, C, h, w]
+        if config.sample_posterior:
+            z0 = z0 + std[idx] * randn(z0.shape, generator=g)
         t = torch.randint(0, len(alphas_cumprod), (b,), generator=g)
-        p_drop = torch.where(t < config.low_noise_t, config.low_noise_dropout, config.cond_dropout)  # [B]
-        ids[torch.rand(b, generator=g) < p_drop] = empty
-        return z0, ids, t, randn(z0.shape, generator=g)
+        ids = training_captions(ids_all, idx, t, empty, config, g)  # [B, L]
+        return z0 * scale, ids, t, randn(z0.shape, generator=g)
 
     def loss_fn(model, b):
         z0, ids, t, noise = b
@@ -308,7 +352,7 @@ def load_ldm(config: ShapesLDMConfig | dict | None = None, *, device=None, retra
     config = make_config(ShapesLDMConfig, config, overrides, "shapes-ldm")
     device = training_device(device)
     vae = load_vae(config.vae, device=device, progress=progress)
-    path = cache_path("shapes-ldm", config, data=_data_key(config.seed, config.vae.image_size), recipe=RECIPE)
+    path = cache_path("shapes-ldm", config, data=_data_key(config.seed, config.vae.image_size), recipe=LDM_RECIPE)
 
     def fit():
         start = time.perf_counter()
