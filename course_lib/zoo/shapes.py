@@ -114,7 +114,7 @@ class ShapesLDMConfig:
     text_heads: int = 4
     max_length: int = 10
     n_images: int = 8192
-    steps: int = 3000
+    steps: int = 2700
     batch_size: int = 64
     lr: float = 2e-3
     warmup_steps: int = 50
