@@ -161,3 +161,12 @@ def test_caption_fractions_are_checked():
         shapes.ShapesLDMConfig(low_noise_dropout=0.5, low_noise_shuffle=0.6)
     with pytest.raises(ValueError, match="cond_dropout"):
         shapes.ShapesLDMConfig(cond_dropout=1.5)
+
+
+def test_the_ldm_trains_on_posterior_means_unless_told_to_sample(zoo_cache):
+    means = load_ldm(device="cpu", progress=False, **LDM)
+    again = load_ldm(device="cpu", progress=False, retrain=True, **LDM)
+    sampled = load_ldm(device="cpu", progress=False, **LDM, sample_posterior=True)
+    a, b, c = (m.unet.state_dict() for m in (means, again, sampled))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # deterministic
+    assert any(not torch.equal(a[k], c[k]) for k in a)  # posterior noise changes what the UNet sees
