@@ -223,13 +223,14 @@ def test_resuming_at_start_step_matches_an_uninterrupted_run():
     torch.testing.assert_close(resumed.weight, full.weight, atol=0, rtol=0)
 
 
-def test_distributed_data_parallel_model_trains_like_the_plain_model(tmp_path):
+def _ddp_trains_like_the_plain_model(folder: str) -> None:
+    """One gloo process group of size 1: DDP + gradient accumulation gives the plain model's weights."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
     plain, wrapped = _linear(), _linear()
     train(plain, _mse, _step_batches(k=2), steps=5, lr=0.05, grad_accum_steps=2, progress=False)
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=0, world_size=1)
     try:
         ddp = DistributedDataParallel(wrapped)
         h = train(ddp, _mse, _step_batches(k=2), steps=5, lr=0.05, grad_accum_steps=2, progress=False)
@@ -237,6 +238,17 @@ def test_distributed_data_parallel_model_trains_like_the_plain_model(tmp_path):
         dist.destroy_process_group()
     assert len(h["train_loss"]) == 5
     torch.testing.assert_close(wrapped.weight, plain.weight, atol=1e-6, rtol=1e-5)
+
+
+def test_distributed_data_parallel_model_trains_like_the_plain_model(tmp_path):
+    # In a fresh process, as torchrun would start it: inside a long pytest process the gloo
+    # group has been seen to hang (threads left behind by earlier tests), and a hang must
+    # fail this test, not stall the whole run.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, __file__, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_accumulation_and_resume_arguments_are_checked():
@@ -247,3 +259,9 @@ def test_accumulation_and_resume_arguments_are_checked():
         train(model, _mse, _step_batches(), steps=2, start_step=2)
     with pytest.raises(ValueError, match="ema_decay"):
         train(model, _mse, _step_batches(), steps=2, start_step=1, ema_decay=0.9)
+
+
+if __name__ == "__main__":  # the child process of the DDP test above
+    import sys
+
+    _ddp_trains_like_the_plain_model(sys.argv[1])
