@@ -64,7 +64,7 @@ VAE_SECONDS_PER_STEP = 0.2  # on a 2-core CPU, for the line printed before train
 LDM_SECONDS_PER_STEP = 0.12
 
 __all__ = ["ShapesVAEConfig", "ShapesLDMConfig", "ShapesLDM", "TextConditionedUNet", "load_vae", "load_ldm",
-           "train_vae", "train_ldm", "shapes_tokenizer"]
+           "train_vae", "train_ldm", "training_captions", "shapes_tokenizer"]
 
 
 def shapes_tokenizer(max_length: int = 10) -> WordTokenizer:
