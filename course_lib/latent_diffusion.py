@@ -19,7 +19,8 @@ stores nothing on the object, so calls are re-entrant (one may run inside anothe
 callback). Plain calls return the images; ``return_trajectory=True`` or
 ``record_attention=True`` return a ``PipelineResult(images, trajectory, attention)``
 with the denoising trajectory and the cross-attention maps (what each prompt
-token looks at, per latent pixel).
+token looks at, per latent pixel; ``record_attention="heads"`` keeps every head's
+maps too).
 
 ``load_stable_diffusion(path_or_repo)`` reads a diffusers-layout folder (``unet/``,
 ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``) into these classes —

@@ -18,7 +18,8 @@ model's ``SchedulerConfig``), decode. They keep nothing between calls.
   time to agree with the known one. Both methods first ``erase`` the masked pixels.
 
 Plain calls return the images ``[B, 3, H, W]`` (or latents with ``output_type="latent"``);
-``return_trajectory=True`` or ``record_attention=True`` return a ``PipelineResult``.
+``return_trajectory=True`` or ``record_attention=True`` (``"heads"``: every head's maps
+too) return a ``PipelineResult``.
 """
 
 from __future__ import annotations
@@ -46,22 +47,61 @@ OUTPUT_TYPES = ("image", "latent")
 class CrossAttentionMaps:
     """Cross-attention per prompt token, averaged over heads, layers and sampling steps.
 
-    maps: [B, L, h, w] (latent resolution); tokens[b]: the L token strings of prompt b.
+    maps: [B, L, h, w] (latent resolution); tokens[b]: the L token strings of prompt b;
+    heads (``record_attention="heads"``): {layer name: [B, heads, L, h, w]}, every head of
+    every cross-attention layer on its own, averaged over the sampling steps only.
     """
 
     maps: torch.Tensor
     tokens: list[list[str]]
+    heads: dict[str, torch.Tensor] | None = None
 
-    def for_prompt(self, b: int = 0, skip_special: bool = True) -> list[tuple[str, torch.Tensor]]:
-        """[(token, map [h, w])] for prompt b, up to its end token (specials left out)."""
+    def _map(self, b: int, i: int, layer: str | None, head: int | None) -> torch.Tensor:
+        if layer is None and head is None:
+            return self.maps[b, i]
+        if self.heads is None:
+            raise ValueError("per-head maps were not recorded: sample with record_attention='heads'")
+        if layer not in self.heads:
+            raise ValueError(f"layer must be one of {list(self.heads)}, got {layer!r}")
+        check_int("head", head, 0, self.heads[layer].shape[1] - 1)
+        return self.heads[layer][b, head, i]
+
+    def for_prompt(self, b: int = 0, skip_special: bool = True, layer: str | None = None,
+                   head: int | None = None) -> list[tuple[str, torch.Tensor]]:
+        """[(token, map [h, w])] for prompt b, up to its end token (specials left out);
+        the average over heads and layers, or one ``head`` of one ``layer``."""
         out = []
         for i, tok in enumerate(self.tokens[b]):
             if tok in ("<|endoftext|>", "<eos>"):
                 break
             if skip_special and tok in ("<|startoftext|>", "<bos>"):
                 continue
-            out.append((tok, self.maps[b, i]))
+            out.append((tok, self._map(b, i, layer, head)))
         return out
+
+    def contrast(self, b: int, token: str, mask: torch.Tensor, layer: str | None = None,
+                 head: int | None = None) -> float:
+        """How much more prompt b's ``token`` is attended inside ``mask`` [H, W] (1 = inside)
+        than outside: mean attention inside / mean outside, the map bilinearly resized to
+        the mask (1: no preference)."""
+        if token not in self.tokens[b]:
+            raise ValueError(f"token {token!r} is not in prompt {b}: {self.tokens[b]}")
+        if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or not 0 < (mask > 0.5).sum() < mask.numel():
+            raise ValueError("mask must be a tensor [H, W] with pixels both inside (1) and outside (0)")
+        m = self._map(b, self.tokens[b].index(token), layer, head)
+        mask = (mask > 0.5).float()
+        up = F.interpolate(m[None, None].float(), size=tuple(mask.shape), mode="bilinear", align_corners=False)[0, 0]
+        inside, outside = (up * mask).sum() / mask.sum(), (up * (1 - mask)).sum() / (1 - mask).sum()
+        return (inside / outside).item()
+
+    def head_contrasts(self, b: int, token: str, mask: torch.Tensor) -> dict[tuple[str, int], float]:
+        """``contrast`` of every head of every layer: {(layer name, head): contrast}
+        (needs ``record_attention="heads"``). Heads specialise: one may read a word
+        exactly where the shape is while the average over heads is nearly flat."""
+        if self.heads is None:
+            raise ValueError("per-head maps were not recorded: sample with record_attention='heads'")
+        return {(layer, h): self.contrast(b, token, mask, layer, h)
+                for layer, m in self.heads.items() for h in range(m.shape[1])}
 
 
 @dataclass
@@ -142,7 +182,7 @@ class _Common:
     sampler: object  # DDIMSampler | DDPMSampler, fresh for this call
     guidance_scale: float
     output_type: str
-    record_attention: bool
+    record_attention: bool | str  # True, or "heads" to keep every head's maps too
     return_trajectory: bool
 
 
@@ -154,25 +194,34 @@ def _check_common(ldm, guidance_scale, n_steps, eta, generator, callback, output
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable (callback(info: StepInfo)) or None, got {type(callback).__name__}")
-    for name, flag in (("record_attention", record_attention), ("return_trajectory", return_trajectory)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool, got {flag!r}")
+    if not isinstance(return_trajectory, bool):
+        raise TypeError(f"return_trajectory must be a bool, got {return_trajectory!r}")
+    if not (isinstance(record_attention, bool) or record_attention == "heads"):
+        raise TypeError(f"record_attention must be a bool or 'heads' (every head's maps too), got {record_attention!r}")
     return _Common(make_sampler(ldm.scheduler, sampler, n_steps, eta), float(guidance_scale), output_type,
                    record_attention, return_trajectory)
 
 
 class _AttentionAverage:
-    """Sums the per-token cross-attention maps of the conditional half over the sampling steps."""
+    """Sums the per-token cross-attention maps of the conditional half over the sampling steps
+    (and, with ``heads``, every head's maps too)."""
 
-    def __init__(self):
+    def __init__(self, heads: bool = False):
         self.total, self.count = None, 0
+        self.head_total = {} if heads else None
 
-    def add(self, maps: torch.Tensor) -> None:  # [B, L, h, w]
+    def add(self, unet, b: int) -> None:  # the last b rows of the UNet's batch: the conditional half
+        maps = unet.cross_attention_token_maps().float()[-b:]  # [b, L, h, w]
         self.total = maps if self.total is None else self.total + maps
         self.count += 1
+        if self.head_total is not None:
+            for name, m in unet.cross_attention_head_maps().items():  # [b, heads, L, h, w]
+                m = m.float()[-b:]
+                self.head_total[name] = m if name not in self.head_total else self.head_total[name] + m
 
     def result(self, tokens: list[list[str]]) -> CrossAttentionMaps:
-        return CrossAttentionMaps((self.total / self.count).cpu(), tokens)
+        heads = None if self.head_total is None else {k: (v / self.count).cpu() for k, v in self.head_total.items()}
+        return CrossAttentionMaps((self.total / self.count).cpu(), tokens, heads)
 
 
 def _guided_eps(ldm, cond: torch.Tensor, guidance_scale: float, attention: _AttentionAverage | None) -> Callable:
@@ -190,7 +239,7 @@ def _guided_eps(ldm, cond: torch.Tensor, guidance_scale: float, attention: _Atte
         ldm.unet.record_cross_attention(True)
         try:
             eps = guided(z.to(ldm.dtype), t).float()
-            attention.add(ldm.unet.cross_attention_token_maps().float()[-b:])  # the conditional half [B, L, h, w]
+            attention.add(ldm.unet, b)  # the conditional half
         finally:
             ldm.unet.record_cross_attention(False)
         return eps
@@ -211,7 +260,7 @@ def _finish(ldm, z, common: _Common, trajectory, attention: _AttentionAverage | 
 def text_to_image(ldm: "LatentDiffusion", prompts, guidance_scale: float = 7.5, n_steps: int = 50, eta: float = 0.0,
                   generator: torch.Generator | None = None, callback: Callable | None = None, *,
                   height: int | None = None, width: int | None = None, latents: torch.Tensor | None = None,
-                  output_type: str = "image", sampler: str = "ddim", record_attention: bool = False,
+                  output_type: str = "image", sampler: str = "ddim", record_attention: bool | str = False,
                   return_trajectory: bool = False):
     """Sample images for ``prompts`` (``sampler`` with ``n_steps`` and ``eta``, guidance w).
 
@@ -233,7 +282,7 @@ def text_to_image(ldm: "LatentDiffusion", prompts, guidance_scale: float = 7.5, 
     cond = ldm.text_encoder(ids.to(ldm.device)).to(ldm.dtype)  # [B, L, D]
     z = randn(shape, generator=generator, device=ldm.device) if latents is None else latents.to(ldm.device).float()
     # 4. denoise
-    attention = _AttentionAverage() if record_attention else None
+    attention = _AttentionAverage(heads=record_attention == "heads") if record_attention else None
     out = common.sampler.sample(_guided_eps(ldm, cond, common.guidance_scale, attention), z, generator=generator,
                                 callback=callback, return_trajectory=return_trajectory)
     z, trajectory = out if return_trajectory else (out, None)
@@ -245,7 +294,7 @@ def text_to_image(ldm: "LatentDiffusion", prompts, guidance_scale: float = 7.5, 
 def image_to_image(ldm: "LatentDiffusion", image: torch.Tensor, prompt, strength: float = 0.6,
                    guidance_scale: float = 7.5, n_steps: int = 50, eta: float = 0.0,
                    generator: torch.Generator | None = None, callback: Callable | None = None, *,
-                   output_type: str = "image", sampler: str = "ddim", record_attention: bool = False,
+                   output_type: str = "image", sampler: str = "ddim", record_attention: bool | str = False,
                    return_trajectory: bool = False):
     """SDEdit: encode ``image``, noise it to the timestep ``strength`` of the way up, denoise.
 
@@ -266,7 +315,7 @@ def image_to_image(ldm: "LatentDiffusion", image: torch.Tensor, prompt, strength
     cond = ldm.text_encoder(ids.to(ldm.device)).to(ldm.dtype)
     z0 = ldm.encode(image)  # [B, C, h, w]
     z = common.sampler.q_sample(z0, int(common.sampler.timesteps[start]), randn(z0.shape, generator, z0.device))
-    attention = _AttentionAverage() if record_attention else None
+    attention = _AttentionAverage(heads=record_attention == "heads") if record_attention else None
     out = common.sampler.sample(_guided_eps(ldm, cond, common.guidance_scale, attention), z, generator=generator,
                                 callback=callback, return_trajectory=return_trajectory, start_index=start)
     z, trajectory = out if return_trajectory else (out, None)
@@ -278,7 +327,7 @@ def inpaint(ldm: "LatentDiffusion", image: torch.Tensor, mask: torch.Tensor, pro
             guidance_scale: float = 7.5, n_steps: int = 50, eta: float | None = None,
             generator: torch.Generator | None = None, callback: Callable | None = None, *,
             jump_length: int = 5, jump_n_sample: int = 3, mask_threshold: float = 0.5, output_type: str = "image",
-            sampler: str = "ddim", record_attention: bool = False, return_trajectory: bool = False):
+            sampler: str = "ddim", record_attention: bool | str = False, return_trajectory: bool = False):
     """Regenerate the region where ``mask`` is 1 so that it fits ``prompt`` and the rest.
 
     method "blend": one pass, known latents re-noised and pasted after every step.
@@ -304,7 +353,7 @@ def inpaint(ldm: "LatentDiffusion", image: torch.Tensor, mask: torch.Tensor, pro
         known = z_known if t_prev < 0 else steps.q_sample(z_known, t_prev, randn(z.shape, generator, z.device))
         return m * z + (1 - m) * known
 
-    attention = _AttentionAverage() if record_attention else None
+    attention = _AttentionAverage(heads=record_attention == "heads") if record_attention else None
     eps_fn = _guided_eps(ldm, cond, common.guidance_scale, attention)
     z = randn(z_known.shape, generator=generator, device=ldm.device)
     if method == "blend":

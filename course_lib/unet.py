@@ -30,6 +30,7 @@ Public API
     ``forward(x [B,C,H,W], timesteps [B] or a scalar, cond [B,L,cross_attention_dim]) -> ε [B,C,H,W]``
     ``set_attention_backend("naive" | "sdpa")``   written-out attention or PyTorch's fused kernel
     ``record_cross_attention(True)`` then ``cross_attention_maps()`` -> {layer name: [B, heads, H*W, L]}
+    ``cross_attention_head_maps(size)`` -> {layer name: [B, heads, L, size, size]}, one map per head
     ``cross_attention_token_maps(size)`` -> [B, L, size, size], averaged over heads and layers
     ``UNetModel.from_diffusers(diffusers.UNet2DConditionModel)``, ``UNetModel.from_folder(path)``
 ``from_diffusers(model)``, ``load_unet_folder(path)``: the same as functions.
@@ -312,20 +313,25 @@ class UNetModel(nn.Module):
                                "and run a forward first")
         return maps
 
+    def _resized(self, weights: torch.Tensor, size: int | None) -> torch.Tensor:
+        """Attention weights [B, X, H_l*W_l, L] of one layer -> maps [B, X, L, size, size]."""
+        h0, w0 = (int(s) for s in self._last_hw)  # the latent size
+        size = (h0, w0) if size is None else (size, size)
+        b, x, hw, n_tok = weights.shape
+        scale = int(round((h0 * w0 / hw) ** 0.5))  # this layer is `scale`× coarser than the latent
+        m = weights.transpose(2, 3).reshape(b, x * n_tok, h0 // scale, w0 // scale)
+        return F.interpolate(m, size=size, mode="bilinear", align_corners=False).view(b, x, n_tok, *size)
+
+    def cross_attention_head_maps(self, size: int | None = None) -> dict[str, torch.Tensor]:
+        """{layer name: [B, heads, L, size, size]}: one map per head and token, from the last
+        forward while recording, resized to ``size`` (default: the latent size)."""
+        return {name: self._resized(w, size) for name, w in self.cross_attention_maps().items()}
+
     def cross_attention_token_maps(self, size: int | None = None) -> torch.Tensor:
         """Per-token maps [B, L, size, size]: every layer's weights, averaged over heads,
         resized to ``size`` (default: the latent size) and averaged over layers."""
-        h0, w0 = (int(s) for s in self._last_hw)
-        size = (h0, w0) if size is None else (size, size)
-        total = None
         maps = self.cross_attention_maps()
-        for weights in maps.values():
-            b, _, hw, n_tok = weights.shape
-            scale = int(round((h0 * w0 / hw) ** 0.5))
-            m = weights.mean(1).transpose(1, 2).reshape(b, n_tok, h0 // scale, w0 // scale)
-            m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-            total = m if total is None else total + m
-        return total / len(maps)
+        return sum(self._resized(w.mean(1, keepdim=True), size)[:, 0] for w in maps.values()) / len(maps)
 
     # ---- loading
     @classmethod

@@ -9,6 +9,7 @@ diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
 from course_lib.diffusion import SchedulerConfig  # noqa: E402
+from course_lib.pipelines import CrossAttentionMaps  # noqa: E402
 from course_lib.latent_diffusion import (LatentDiffusion, PipelineResult, erase, load_stable_diffusion,  # noqa: E402
                                          repaint_schedule)
 from tiny_sd import SD1_SCHEDULER, SD1_UNET, SD2_SCHEDULER, SD2_UNET, save_tiny_sd  # noqa: E402
@@ -128,6 +129,56 @@ def test_cross_attention_maps_per_token(ldm):
     assert toks == ["a</w>", "red</w>", "circle</w>"]
     # each latent pixel's attention over the tokens sums to one
     torch.testing.assert_close(att.maps.sum(1), torch.ones(1, 8, 8), atol=1e-4, rtol=1e-4)
+    assert att.heads is None
+    with pytest.raises(ValueError, match="record_attention='heads'"):
+        att.for_prompt(0, layer="mid_block.attentions.0.transformer_blocks.0.attn2", head=0)
+
+
+def test_cross_attention_maps_per_head(ldm):
+    """record_attention="heads": every head's map, whose mean over heads and layers is the averaged map."""
+    prompts = ["a red circle", "a circle red"]
+    result = ldm.text_to_image(prompts, guidance_scale=3.0, n_steps=3, generator=torch.Generator().manual_seed(0),
+                               record_attention="heads")
+    att, layers = result.attention, list(ldm.unet.cross_attention_layers())
+    assert list(att.heads) == layers
+    heads = att.heads[layers[0]].shape[1]
+    assert all(m.shape == (2, heads, 12, 8, 8) for m in att.heads.values())
+    mean = sum(m.mean(1) for m in att.heads.values()) / len(layers)
+    torch.testing.assert_close(mean, att.maps, atol=1e-5, rtol=1e-5)
+    # the same call without "heads" gives the same averaged maps
+    plain = ldm.text_to_image(prompts, guidance_scale=3.0, n_steps=3, generator=torch.Generator().manual_seed(0),
+                              record_attention=True).attention
+    torch.testing.assert_close(plain.maps, att.maps)
+    one = dict(att.for_prompt(1, layer=layers[-1], head=heads - 1))
+    assert list(one) == ["a</w>", "circle</w>", "red</w>"]
+    assert torch.equal(one["red</w>"], att.heads[layers[-1]][1, heads - 1, 3])  # token 3: after <bos>, a, circle
+    with pytest.raises(ValueError, match="head"):
+        att.for_prompt(0, layer=layers[0], head=heads)
+    with pytest.raises(ValueError, match="layer must be one of"):
+        att.for_prompt(0, layer="up", head=0)
+    mask = torch.zeros(16, 16)
+    mask[:8, :8] = 1
+    per_head = att.head_contrasts(1, "red</w>", mask)
+    assert len(per_head) == len(layers) * heads
+    assert per_head[(layers[0], 1)] == att.contrast(1, "red</w>", mask, layers[0], 1)
+    assert len(set(per_head.values())) > 1  # the heads differ
+
+
+def test_attention_contrast():
+    """Mean attention inside the mask / outside, on a hand-made map."""
+    m = torch.ones(1, 2, 4, 4)
+    m[0, 1, :2, :2] = 3.0  # token 1 looks 3× harder at the top-left quarter
+    att = CrossAttentionMaps(m, [["a", "red"]])
+    mask = torch.zeros(4, 4)
+    mask[:2, :2] = 1
+    assert att.contrast(0, "red", mask) == pytest.approx(3.0)
+    assert att.contrast(0, "a", mask) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="not in prompt"):
+        att.contrast(0, "blue", mask)
+    with pytest.raises(ValueError, match="inside"):
+        att.contrast(0, "red", torch.ones(4, 4))
+    with pytest.raises(ValueError, match="record_attention='heads'"):
+        att.head_contrasts(0, "red", mask)
 
 
 def test_image_to_image_and_inpaint_run(ldm):
@@ -271,7 +322,7 @@ def test_plain_calls_return_images_and_asked_for_extras_a_result(ldm):
     ("text_to_image", dict(guidance_scale=-2.0), "guidance_scale must be >= 0"),
     ("text_to_image", dict(generator=3), "generator must be a torch.Generator"),
     ("text_to_image", dict(callback=5), "callback must be callable"),
-    ("text_to_image", dict(record_attention="yes"), "record_attention must be a bool"),
+    ("text_to_image", dict(record_attention="yes"), "record_attention must be a bool or 'heads'"),
     ("text_to_image", dict(latents=torch.zeros(1, 4, 4, 4)), r"latents must be \(1, 4, 8, 8\)"),
     ("text_to_image", dict(height=17), "not divisible by 2"),
     ("image_to_image", dict(strength=1.5), r"strength must be in \(0, 1\]"),

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from course_lib.diffusers_io import load_strict
@@ -176,6 +177,15 @@ def test_cross_attention_maps():
         torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))
     tokens = model.cross_attention_token_maps(size=16)
     assert tokens.shape == (2, 3, 16, 16)
+    heads = model.cross_attention_head_maps()  # at the latent size (8×8): the first level needs no resizing
+    name = "down_blocks.0.attentions.0.transformer_blocks.0.attn2"
+    assert list(heads) == list(maps) and heads[name].shape == (2, 4, 3, 8, 8)
+    # head 2's map of token 1 at pixel (row 3, column 5) is that pixel's weight (query 3·8 + 5) on token 1
+    assert heads[name][1, 2, 1, 3, 5] == maps[name][1, 2, 3 * 8 + 5, 1]
+    mid = F.interpolate(maps["mid_block.attentions.0.transformer_blocks.0.attn2"].mean(1).transpose(1, 2)
+                        .reshape(2, 3, 4, 4), size=16, mode="bilinear", align_corners=False)  # [B, L, 16, 16]
+    torch.testing.assert_close(model.cross_attention_head_maps(size=16)
+                               ["mid_block.attentions.0.transformer_blocks.0.attn2"].mean(1), mid)
     model.record_cross_attention(False)
     with pytest.raises(RuntimeError):
         model.cross_attention_maps()
