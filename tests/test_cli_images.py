@@ -13,7 +13,7 @@ from PIL import Image
 from course_lib.cli import img2img, inpaint, txt2img
 
 # a shapes-ldm recipe that trains in seconds (zoo.load("shapes-ldm") with these overrides)
-TINY_LDM = {"vae": {"n_images": 64, "steps": 3, "batch_size": 8, "block_out_channels": [8, 8, 16]},
+TINY_LDM = {"vae": {"n_images": 64, "steps": 3, "batch_size": 8, "block_out_channels": [8, 8, 16], "decoder_steps": 3},
             "n_images": 64, "steps": 3, "batch_size": 8, "unet_channels": [16, 16], "text_width": 16,
             "text_layers": 1, "text_heads": 2}
 ZOO = [arg for k, v in TINY_LDM.items() for arg in ("--zoo-option", f"{k}={json.dumps(v)}")]

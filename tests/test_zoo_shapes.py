@@ -9,7 +9,7 @@ from course_lib.data.shapes import SHAPE_COLORS, SHAPE_KINDS, SHAPE_POSITIONS, S
 from course_lib.zoo import shapes
 from course_lib.zoo.shapes import ShapesLDM, load_ldm, load_vae, shapes_tokenizer
 
-VAE = dict(n_images=64, steps=3, batch_size=8, block_out_channels=(8, 16))
+VAE = dict(n_images=64, steps=3, batch_size=8, block_out_channels=(8, 16), decoder_steps=3)
 LDM = dict(vae=VAE, n_images=64, steps=3, batch_size=8, unet_channels=(16, 16), text_width=16, text_layers=1,
            text_heads=2)
 
@@ -41,6 +41,27 @@ def test_vae_training_is_deterministic(zoo_cache):
     b = load_vae(device="cpu", progress=False, retrain=True, **VAE)
     for v, v2 in zip(a.state_dict().values(), b.state_dict().values()):
         torch.testing.assert_close(v, v2, rtol=0, atol=0)
+
+
+def test_the_decoder_stage_trains_the_decoder_only(zoo_cache):
+    """Second stage (decoder on noisy latents): the encoder, its latents and the scale stay as they were."""
+    plain = load_vae(device="cpu", progress=False, **{**VAE, "decoder_steps": 0})
+    tuned = load_vae(device="cpu", progress=False, **VAE)
+    p, t = plain.state_dict(), tuned.state_dict()
+    encoder = [k for k in p if k.startswith(("encoder.", "quant_conv."))]
+    decoder = [k for k in p if k.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder and len(encoder) + len(decoder) == len(p)
+    assert all(torch.equal(p[k], t[k]) for k in encoder)
+    assert any(not torch.equal(p[k], t[k]) for k in decoder)
+    assert tuned.config.scaling_factor == plain.config.scaling_factor
+    images = torch.rand(16, 3, 32, 32) * 2 - 1
+    losses = shapes.train_decoder_on_noisy_latents(plain, images, shapes.ShapesVAEConfig(**{**VAE, "decoder_steps": 2}),
+                                                   device="cpu", progress=False)
+    assert len(losses) == 2 and all(q.requires_grad for q in plain.parameters())  # the encoder is unfrozen again
+    with pytest.raises(ValueError, match="decoder_noise"):
+        shapes.ShapesVAEConfig(decoder_noise=-0.1)
+    with pytest.raises(TypeError, match="decoder_steps"):
+        shapes.ShapesVAEConfig(decoder_steps=1.5)
 
 
 def test_ldm_samples_and_reloads(zoo_cache):

@@ -7,6 +7,10 @@ deterministically on first use and cached (keyed by config, data and recipe):
   32×32 images → 4×8×8 latents (two halvings), trained on reconstruction plus a
   small KL term (Rombach et al. 2022, sec. 3.1). Its ``scaling_factor`` is measured
   on the training latents (1 / their standard deviation), the way SD's 0.18215 was.
+  Then the decoder alone trains on a second stage (``train_decoder_on_noisy_latents``):
+  it learns to draw the clean picture from latents pushed off the encoder's by
+  Gaussian noise, because the latents a diffusion model samples are never exactly
+  the encoder's.
 * ``"shapes-ldm"`` — ``load_ldm()``: a CLIP-architecture text encoder
   (``course_lib.clip``) and the SD UNet (``course_lib.unet``) trained *jointly* with
   the ε-prediction loss on the VAE's latents (Ho et al. 2020, eq. 14) — the posterior
@@ -43,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..autoencoder import Autoencoder, AutoencoderConfig
-from ..checks import check_choice, check_number
+from ..checks import check_choice, check_int, check_number
 from ..clip import CLIPTextConfig, CLIPTextEncoder, WordTokenizer
 from ..data.shapes import (SHAPE_COLORS, SHAPE_KINDS, SHAPE_POSITIONS, SHAPE_SIZES, make_shapes,
                            shape_caption)
@@ -58,13 +62,14 @@ from .common import load_cached, load_or_train, make_config, training_device
 # Versions of the training code below, one per model. Raise one whenever a change to the
 # code changes that model's trained weights: it is part of the cache key, so stale
 # checkpoints are not loaded.
-VAE_RECIPE = 4
+VAE_RECIPE = 5  # 5: the decoder's second stage on noisy latents
 LDM_RECIPE = 5  # 5: noisy captions at low noise (``training_captions``), latents = posterior means
 VAE_SECONDS_PER_STEP = 0.2  # on a 2-core CPU, for the line printed before training
+DECODER_SECONDS_PER_STEP = 0.07
 LDM_SECONDS_PER_STEP = 0.12
 
 __all__ = ["ShapesVAEConfig", "ShapesLDMConfig", "ShapesLDM", "TextConditionedUNet", "load_vae", "load_ldm",
-           "train_vae", "train_ldm", "training_captions", "shapes_tokenizer"]
+           "train_vae", "train_decoder_on_noisy_latents", "train_ldm", "training_captions", "shapes_tokenizer"]
 
 
 def shapes_tokenizer(max_length: int = 10) -> WordTokenizer:
@@ -91,10 +96,15 @@ class ShapesVAEConfig:
     warmup_steps: int = 50
     loss: str = "mse"  # per-pixel reconstruction loss: "mse" or "l1" (SD's autoencoder: L1 + perceptual + GAN)
     kl_weight: float = 1e-4  # per latent element, relative to the per-pixel reconstruction loss
+    decoder_steps: int = 1200  # second stage: the decoder alone, on noisy latents (0: none) ...
+    decoder_noise: float = 0.35  # ... z = mean + σ·ε, σ in units of the scaled (unit-variance) latents
+    decoder_lr: float = 5e-4
     seed: int = 0
 
     def __post_init__(self):
         check_choice("loss", self.loss, RECONSTRUCTION_LOSSES)
+        check_int("decoder_steps", self.decoder_steps, 0)
+        check_number("decoder_noise", self.decoder_noise, 0.0)
 
     def autoencoder_config(self, scaling_factor: float = 1.0) -> AutoencoderConfig:
         return AutoencoderConfig(latent_channels=self.latent_channels, block_out_channels=self.block_out_channels,
@@ -190,7 +200,49 @@ def train_vae(config: ShapesVAEConfig, device=None, progress: bool = True) -> tu
     model.eval()
     mean, _ = _encode(model, images[:1024], device)  # SD's recipe: latents scaled to unit variance
     model.config.scaling_factor = float(1.0 / mean.std())
+    if config.decoder_steps:
+        train_decoder_on_noisy_latents(model, images, config, device, progress)
     return model, history["train_loss"]
+
+
+def train_decoder_on_noisy_latents(model: Autoencoder, images: torch.Tensor, config: ShapesVAEConfig,
+                                   device=None, progress: bool = True) -> list[float]:
+    """Second stage: the decoder learns D(μ(x) + σ·ε) ≈ x with the encoder frozen; returns the losses.
+
+    A diffusion model's samples land *near* the encoder's latents, never on them, and a
+    decoder trained only on the posterior (whose spread the KL term keeps small) turns a
+    small error there into a visible one: sides bowed inwards, lumpy outlines. Trained
+    on latents with noise σ = ``decoder_noise`` (in the unit-variance units the LDM
+    works in), it maps the whole neighbourhood of a picture's latent to that picture.
+    The encoder, its latents and ``scaling_factor`` stay as they were, so the LDM
+    trains on the same latents. Measured in ``benchmarks/quality.py`` (README,
+    *Benchmarks*): text-to-image samples without bowed-in sides, reconstructions as sharp.
+    """
+    device = training_device(device)
+    mean, _ = _encode(model, images, device)  # [N, C, h, w] the encoder's latents, fixed from here on
+    sigma = config.decoder_noise / model.config.scaling_factor  # in the encoder's own units
+    g = torch.Generator().manual_seed(config.seed + 1)
+
+    def batch(step):
+        idx = torch.randint(0, len(images), (config.batch_size,), generator=g)
+        return mean[idx] + sigma * randn(mean[idx].shape, generator=g), images[idx]
+
+    def loss_fn(model, b):
+        z, x = b  # [B, C, h, w], [B, 3, H, W]
+        return RECONSTRUCTION_LOSSES[config.loss](model.decode(z), x)
+
+    frozen = [p for name, p in model.named_parameters() if not name.startswith(("decoder.", "post_quant_conv."))]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        history = train(model, loss_fn, batch, config.decoder_steps, lr=config.decoder_lr, device=device,
+                        weight_decay=0.0, betas=(0.9, 0.999), grad_clip=None, seed=config.seed + 1,
+                        progress=progress, desc="shapes-vae decoder")
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    model.eval()
+    return history["train_loss"]
 
 
 def load_vae(config: ShapesVAEConfig | dict | None = None, *, device=None, retrain: bool = False,
@@ -212,7 +264,8 @@ def load_vae(config: ShapesVAEConfig | dict | None = None, *, device=None, retra
                                     "train_seconds": round(time.perf_counter() - start, 1)}
 
     tensors, meta = load_or_train("shapes-vae", path, fit, seed=config.seed, retrain=retrain, progress=progress,
-                                  estimate_s=VAE_SECONDS_PER_STEP * config.steps)
+                                  estimate_s=VAE_SECONDS_PER_STEP * config.steps
+                                  + DECODER_SECONDS_PER_STEP * config.decoder_steps)
     with torch.device("meta"):  # no initialisation (and no global random draws): the weights come next
         model = Autoencoder(config.autoencoder_config(meta["scaling_factor"]))
     load_cached(model, tensors, path, "shapes-vae")
