@@ -226,7 +226,8 @@ def train_decoder_on_noisy_latents(model: Autoencoder, images: torch.Tensor, con
 
     def batch(step):
         idx = torch.randint(0, len(images), (config.batch_size,), generator=g)
-        return mean[idx] + sigma * randn(mean[idx].shape, generator=g), images[idx]
+        z = mean[idx]  # [B, C, h, w]
+        return z + sigma * randn(z.shape, generator=g), images[idx]
 
     def loss_fn(model, b):
         z, x = b  # [B, C, h, w], [B, 3, H, W]
